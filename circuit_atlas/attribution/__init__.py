@@ -1,0 +1,1 @@
+"""Turning a model and a prompt into an attribution graph."""

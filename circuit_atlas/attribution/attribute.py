@@ -1,0 +1,205 @@
+"""Attribution graphs: the direct linear effect of every node on every other.
+
+Algorithm (phases below):
+  0. Clean forward; freeze attention patterns and norm scales; find active features,
+     error vectors and decoder rows (context.py).
+  1. Choose the logit targets and compute their rows.
+  2. Compute feature rows: all of them, or - under `max_feature_nodes` - the most
+     influential ones, re-ranking by influence on the rows computed so far.
+  3. Package a Graph. Features without a row stay in the graph as source-only nodes with
+     all their outgoing effects, so a partial graph loses nothing: its rows equal the full
+     graph's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from ..graph import Graph
+from ..graph.graph import EMBEDDING, ERROR, FEATURE, LOGIT
+from ..replacement_model import ReplacementModel
+from .backward import attribute_rows
+from .context import ZERO_POSITIONS, AttributionContext, build_context
+from .targets import Target, resolve_targets
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def _timed(name: str):
+    class _T:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            log.info("%s: %.3f s", name, time.perf_counter() - self.t)
+
+    return _T()
+
+
+def _feature_rows(ctx: AttributionContext, order: torch.Tensor, batch_size: int, edges, slots, bar) -> None:
+    """Fill edges[slots[i]] with the row of feature order[i], in batches of similar (layer, position)."""
+    f = ctx.features[order]
+    sort = torch.argsort(f[:, 0] * ctx.T + f[:, 1], stable=True)  # homogeneous batches are cheaper
+    order, slots = order[sort], slots[sort]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_vectors[idx])
+        edges[slots[start : start + batch_size]] = rows.float().cpu()
+        bar.update(len(idx))
+
+
+def _logit_rows(ctx: AttributionContext, targets: list[Target], batch_size: int) -> torch.Tensor:
+    L, T = ctx.n_layers, ctx.T
+    vectors = torch.stack([t.vector for t in targets]).to(ctx.clean.embeddings.dtype)
+    out = []
+    for start in range(0, len(targets), batch_size):
+        v = vectors[start : start + batch_size]
+        layers = torch.full((len(v),), L, dtype=torch.long, device=v.device)
+        positions = torch.full((len(v),), T - 1, dtype=torch.long, device=v.device)
+        out.append(attribute_rows(ctx, layers, positions, v).float().cpu())
+    return torch.cat(out)
+
+
+def attribute(
+    model: ReplacementModel,
+    prompt: str | list[int] | torch.Tensor,
+    *,
+    targets=None,
+    max_n_logits: int = 10,
+    desired_logit_prob: float = 0.95,
+    max_feature_nodes: int | None = None,
+    batch_size: int = 256,
+    update_interval: int = 4,
+    progress: bool = True,
+) -> Graph:
+    """Attribution graph of `prompt` (text or token ids) on `model`.
+
+    targets: None (most probable tokens up to `desired_logit_prob`, at most `max_n_logits`),
+    or a list of token strings / ids, `LogitDiff(a, b)`, `Direction(label, vector, weight)`
+    or `(label, vector)` tuples. max_feature_nodes: compute rows for at most this many
+    features, chosen by influence; the others stay as source-only nodes.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if max_feature_nodes is not None and max_feature_nodes < 0:
+        raise ValueError("max_feature_nodes must be >= 0 (or None for all features)")
+    t_start = time.perf_counter()
+
+    # Phase 0: clean run, freeze, active features, errors, decoder rows.
+    with _timed("phase 0: forward and context"):
+        input_ids = model.tokenize(prompt)
+        ctx = build_context(model.freeze(input_ids))
+    L, T, A = ctx.n_layers, ctx.T, ctx.n_features
+    n_sources = ctx.n_sources
+
+    # Phase 1: logit targets and their rows.
+    with _timed("phase 1: logit rows"):
+        logits = ctx.clean.logits[T - 1]
+        tlist = resolve_targets(model, ctx.clean.logits_pre_softcap[T - 1], logits, targets, max_n_logits, desired_logit_prob)
+        logit_edges = _logit_rows(ctx, tlist, batch_size)
+    K = len(tlist)
+
+    # Phase 2: feature rows, all or the most influential under a budget.
+    n_rows = A if max_feature_nodes is None else min(max_feature_nodes, A)
+    edges = torch.zeros(n_rows + K, n_sources, dtype=torch.float32)
+    edges[n_rows:] = logit_edges
+    n_nodes = n_sources + K
+    logit_nodes = torch.arange(n_sources, n_nodes)
+    weights = torch.zeros(n_nodes)
+    weights[logit_nodes] = torch.tensor([t.probability for t in tlist])
+    bar = tqdm(total=n_rows, desc="feature rows", unit="row", disable=not progress)
+    with _timed("phase 2: feature rows"):
+        if n_rows == A:
+            _feature_rows(ctx, torch.arange(A), batch_size, edges, torch.arange(A), bar)
+            row_features = torch.arange(A)
+        else:
+            from ..graph.influence import node_influence
+
+            row_features = torch.empty(0, dtype=torch.long)
+            visited = torch.zeros(A, dtype=torch.bool)
+            while len(row_features) < n_rows:
+                # Rank unvisited features by their influence on the logits through the rows so far.
+                done = len(row_features)
+                rows = torch.cat([torch.arange(done), torch.arange(n_rows, n_rows + K)])
+                row_nodes = torch.cat([row_features, logit_nodes])
+                influence = node_influence(edges[rows], row_nodes, n_nodes, weights)[:A]
+                influence[visited] = -1
+                take = min(update_interval * batch_size, n_rows - done)
+                chosen = torch.argsort(influence, descending=True, stable=True)[:take]
+                visited[chosen] = True
+                _feature_rows(ctx, chosen, batch_size, edges, torch.arange(done, done + take), bar)
+                row_features = torch.cat([row_features, chosen])
+            order = torch.argsort(row_features)  # rows in node order
+            edges[:n_rows] = edges[:n_rows][order]
+            row_features = row_features[order]
+    bar.close()
+
+    # Phase 3: package the graph.
+    with _timed("phase 3: graph"):
+        graph = _package(model, ctx, tlist, edges, row_features, logit_nodes, input_ids)
+    graph.metadata["settings"] = {
+        "max_n_logits": max_n_logits,
+        "desired_logit_prob": desired_logit_prob,
+        "max_feature_nodes": max_feature_nodes,
+        "batch_size": batch_size,
+    }
+    graph.metadata["attribution_seconds"] = time.perf_counter() - t_start
+    return graph
+
+
+def _package(model, ctx: AttributionContext, tlist, edges, row_features, logit_nodes, input_ids) -> Graph:
+    L, T, A = ctx.n_layers, ctx.T, ctx.n_features
+    K = len(tlist)
+    err_l, err_p = torch.meshgrid(torch.arange(L), torch.arange(ZERO_POSITIONS, T), indexing="ij")
+    n_err = err_l.numel()
+    f = ctx.features.cpu()
+    kind = torch.cat([
+        torch.full((A,), FEATURE), torch.full((n_err,), ERROR), torch.full((T,), EMBEDDING), torch.full((K,), LOGIT)
+    ]).to(torch.int8)  # fmt: skip
+    layer = torch.cat([f[:, 0], err_l.flatten(), torch.full((T,), -1), torch.full((K,), L)])
+    position = torch.cat([f[:, 1], err_p.flatten(), torch.arange(T), torch.full((K,), T - 1)])
+    feature = torch.cat([
+        f[:, 2], torch.full((n_err,), -1), input_ids.cpu(), torch.tensor([t.token_id for t in tlist])
+    ])  # fmt: skip
+    activation = torch.cat([
+        ctx.activations.float().cpu(), torch.zeros(n_err + T), torch.tensor([t.probability for t in tlist])
+    ])  # fmt: skip
+    tc = model.transcoders
+    tokens = [model.tokenizer.decode([i]) for i in input_ids.tolist()]
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "model": model.name,
+        "architecture": model.architecture.name,
+        "transcoders": tc.name,
+        "transcoder_kind": tc.kind,
+        "input_hook": tc.input_hook,
+        "output_hook": tc.output_hook,
+        "vocab_size": model.vocab_size,
+        "d_model": model.d_model,
+        "targets": [
+            {"label": t.label, "token_id": t.token_id, "probability": t.probability, "custom": t.custom}
+            | ({"vector": t.vector.float().cpu().tolist()} if t.custom else {})
+            for t in tlist
+        ],
+    }
+    return Graph(
+        prompt=model.tokenizer.decode(input_ids.tolist()),
+        input_ids=input_ids.cpu(),
+        tokens=tokens,
+        n_layers=L,
+        kind=kind,
+        layer=layer.long(),
+        position=position.long(),
+        feature=feature.long(),
+        activation=activation.float(),
+        edges=edges,
+        row_nodes=torch.cat([row_features, logit_nodes]),
+        logit_labels=[t.label for t in tlist],
+        metadata=metadata,
+    )

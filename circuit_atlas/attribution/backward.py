@@ -1,0 +1,77 @@
+"""The core of attribution: many target rows pushed back through the frozen model at once.
+
+Each batch element is one target: a feature (inject its encoder vector at its layer's
+input site and position) or a logit (inject its direction at the final-norm output, last
+position). Walking down the layers with the transposed ops of FrozenModel, the cotangent
+at each layer's MLP-output site is read against every source that writes there: decoder
+rows of active features, error vectors, and at the bottom the token embeddings. The
+result is the batch's rows of the edge matrix, exact because the frozen model is linear.
+
+Cost is cut twice: a batch starts at its highest target layer, and it only carries the
+positions up to its last target position (causality).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .context import ZERO_POSITIONS, AttributionContext
+
+
+def _read_sources(ctx: AttributionContext, l: int, g_out: torch.Tensor, out: torch.Tensor) -> None:
+    """Add every source at layer l's output site to out (B, n_sources). g_out (B, P, d)."""
+    B, P, _ = g_out.shape
+    pack = ctx.decoders[l]
+    n = int(pack.count_before[P])
+    if n:
+        # (P, B, d) @ (P, d, R_max) -> (P, B, R_max): one matmul per position, batched
+        prod = torch.bmm(g_out.transpose(0, 1), pack.vectors[:P].transpose(1, 2))
+        flat = prod.permute(1, 0, 2).reshape(B, -1)
+        out[:, pack.columns[:n]] += flat[:, pack.flat_index[:n]]
+    if P > ZERO_POSITIONS:
+        start = ctx.error_column(l, ZERO_POSITIONS)
+        err = torch.einsum("bpd,pd->bp", g_out[:, ZERO_POSITIONS:], ctx.errors[l, ZERO_POSITIONS:P])
+        out[:, start : start + P - ZERO_POSITIONS] = err
+
+
+@torch.no_grad()
+def attribute_rows(
+    ctx: AttributionContext, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor
+) -> torch.Tensor:
+    """Edge rows (B, n_sources) for targets at (layers[i], positions[i]) with injection vectors[i].
+
+    layers[i] == n_layers marks a logit-style target read at the final-norm output.
+    """
+    frozen = ctx.frozen
+    L = ctx.n_layers
+    B = layers.shape[0]
+    P = int(positions.max()) + 1
+    top = int(layers.max())
+    d = vectors.shape[1]
+    out = vectors.new_zeros(B, ctx.n_sources)
+    g = vectors.new_zeros(B, P, d)  # cotangent at the residual stream above the current layer
+    batch = torch.arange(B, device=vectors.device)
+
+    at_end = layers == L
+    if at_end.any():
+        g_z = torch.zeros_like(g)
+        g_z[batch[at_end], positions[at_end]] = vectors[at_end]
+        g = frozen.final_T(g_z)
+
+    for l in range(min(top, L - 1), -1, -1):
+        g_in = None
+        if l < top:  # rows whose target sits above layer l carry cotangent here
+            g_out = frozen.output_site_T(l, g)
+            _read_sources(ctx, l, g_out, out)
+            g_in = frozen.skip_T(l, g_out)
+        here = layers == l
+        if here.any():
+            if g_in is None:
+                g_in = torch.zeros_like(g)
+            g_in[batch[here], positions[here]] += vectors[here]
+        g_mid = g if g_in is None else g + frozen.input_site_T(l, g_in)
+        g = frozen.attention_T(l, g_mid)
+
+    off = ctx.embedding_offset
+    out[:, off : off + P] = torch.einsum("bpd,pd->bp", g, ctx.clean.embeddings[:P])
+    return out

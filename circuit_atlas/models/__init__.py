@@ -1,0 +1,1 @@
+"""Per-architecture forward, frozen (linearised) model and weight layout."""

@@ -1,0 +1,164 @@
+"""A Hugging Face causal LM paired with transcoders: the object attribution works on.
+
+The HF model is composed, never subclassed: its weights are read into a uniform layout
+(models/weights.py) and its MLP modules are called as they are. Our explicit forward
+(models/forward.py) reproduces its logits and records what attribution freezes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .models.architectures import Architecture, architecture_for
+from .models.forward import CleanRun, clean_forward
+from .models.frozen import FrozenModel
+from .models.weights import ModelWeights, read_weights
+from .transcoders import Transcoders
+
+
+def _model_type(hf_model: nn.Module) -> str:
+    config = getattr(hf_model, "config", None)
+    if config is None or not hasattr(config, "model_type"):
+        raise ValueError(
+            f"{type(hf_model).__name__} has no Hugging Face config; pass a transformers causal LM "
+            "(e.g. from AutoModelForCausalLM.from_pretrained)"
+        )
+    return config.model_type
+
+
+class ReplacementModel:
+    """A causal LM whose MLPs are read through transcoders (see API in the README)."""
+
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        tokenizer,
+        transcoders: Transcoders,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        name: str | None = None,
+    ):
+        self.architecture: Architecture = architecture_for(_model_type(hf_model))
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.dtype = dtype or next(hf_model.parameters()).dtype
+        self.device = torch.device(device) if device is not None else next(hf_model.parameters()).device
+        # The HF MLPs run inside our forward, so the model must live in our dtype and device.
+        hf_model.to(device=self.device, dtype=self.dtype)
+        hf_model.eval()
+        self.weights: ModelWeights = read_weights(hf_model, self.architecture, self.dtype, self.device)
+        self.name = name or getattr(hf_model.config, "_name_or_path", "") or self.architecture.name
+        if transcoders.n_layers != self.weights.n_layers:
+            raise ValueError(
+                f"transcoders have {transcoders.n_layers} layers but the model has {self.weights.n_layers}; "
+                "use transcoders trained for this model"
+            )
+        if transcoders.d_model != self.weights.d_model:
+            raise ValueError(
+                f"transcoders read vectors of size {transcoders.d_model} but the model's d_model is "
+                f"{self.weights.d_model}; use transcoders trained for this model"
+            )
+        self.transcoders = transcoders.to(self.device, self.dtype)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path,
+        transcoders: str | Path | Transcoders,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> "ReplacementModel":
+        """Load a local HF model directory and a transcoder directory (any supported format)."""
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        model_dir = Path(model)
+        if not model_dir.is_dir():
+            raise FileNotFoundError(
+                f"model directory {str(model_dir)!r} does not exist; circuit-atlas loads models from a local "
+                "directory written by save_pretrained (config.json, weights, tokenizer files)"
+            )
+        if not (model_dir / "config.json").is_file():
+            raise ValueError(f"{str(model_dir)!r} has no config.json; it is not a Hugging Face model directory")
+        config = AutoConfig.from_pretrained(model_dir)
+        architecture_for(config.model_type)  # fail early, before loading weights
+        dtype = dtype or torch.float32
+        hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if not isinstance(transcoders, Transcoders):
+            from .transcoders.io import load_transcoders
+
+            transcoders = load_transcoders(transcoders)
+        return cls(hf_model, tokenizer, transcoders, dtype=dtype, device=device, name=str(model_dir))
+
+    # --- facts ---------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return self.weights.n_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.weights.d_model
+
+    @property
+    def vocab_size(self) -> int:
+        return self.weights.W_U.shape[0]
+
+    # --- tokens --------------------------------------------------------------------------
+    def bos_id(self) -> int:
+        tok = self.tokenizer
+        for candidate in (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        if tok.all_special_ids:
+            return int(tok.all_special_ids[0])
+        raise ValueError("the tokenizer has no BOS, pad, EOS or other special token to start the prompt with")
+
+    def tokenize(self, prompt: str | list[int] | torch.Tensor) -> torch.Tensor:
+        """Token ids (T,) of a prompt, starting with a BOS (or other special) token."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError("the prompt is empty; give some text (or token ids) to attribute")
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        else:
+            ids = prompt.tolist() if isinstance(prompt, torch.Tensor) else list(prompt)
+            if ids and isinstance(ids[0], list):
+                raise ValueError("attribution takes one prompt at a time; pass a 1-D list of token ids")
+        if not ids:
+            raise ValueError("the prompt is empty; give some text (or token ids) to attribute")
+        bad = [i for i in ids if not 0 <= int(i) < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})")
+        special = set(self.tokenizer.all_special_ids)
+        if int(ids[0]) not in special:
+            ids = [self.bos_id()] + [int(i) for i in ids]
+        if len(ids) < 2:
+            raise ValueError("the prompt has no tokens after BOS; give some text to attribute")
+        limit = self.weights.max_positions
+        if limit is not None and len(ids) > limit:
+            raise ValueError(
+                f"the prompt has {len(ids)} tokens (BOS included) but the model's context is {limit}; "
+                "shorten the prompt"
+            )
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
+    # --- runs ----------------------------------------------------------------------------
+    def run(self, input_ids: torch.Tensor) -> CleanRun:
+        return clean_forward(self.weights, input_ids, self.transcoders.input_hook, self.transcoders.output_hook)
+
+    @torch.no_grad()
+    def logits(self, input_ids: torch.Tensor | str | list[int]) -> torch.Tensor:
+        """Clean logits (T, V), soft-capped as the HF model's are."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.long:
+            input_ids = self.tokenize(input_ids)
+        return self.run(input_ids).logits
+
+    def freeze(self, input_ids: torch.Tensor | str | list[int]) -> FrozenModel:
+        """The local replacement model at this prompt (see models/frozen.py)."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.long:
+            input_ids = self.tokenize(input_ids)
+        return FrozenModel(self.weights, self.transcoders, self.run(input_ids))
