@@ -1,5 +1,12 @@
 """circuit-atlas: exact attribution graphs over transcoder replacement models."""
 
+import os
+
+# OpenMP spin-waiting makes small torch ops crawl on busy machines; it must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# ruff: noqa: E402
+
 from .attribution.attribute import attribute
 from .attribution.targets import Direction, LogitDiff
 from .graph import Graph

@@ -143,6 +143,8 @@ def attribute(
     # Phase 3: package the graph.
     with _timed("phase 3: graph"):
         graph = _package(model, ctx, tlist, edges, row_features, logit_nodes, input_ids)
+        if isinstance(prompt, str):
+            graph.prompt = prompt
     graph.metadata["settings"] = {
         "max_n_logits": max_n_logits,
         "desired_logit_prob": desired_logit_prob,

@@ -1,0 +1,129 @@
+"""Command line: `circuit-atlas trace | export | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DTYPES = {"float32": "float32", "fp32": "float32", "float64": "float64", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}  # fmt: skip
+
+
+def _add_attribution_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", required=True, help="text to attribute (BOS is prepended)")
+    p.add_argument("--out", required=True, help="graph file to write (.safetensors)")
+    p.add_argument("--target", action="append", default=None,
+                   help="explain this token instead of the top logits (repeatable; a single-token string or an id)")
+    p.add_argument("--max-n-logits", type=int, default=10, help="most logit targets in salient mode [10]")
+    p.add_argument("--desired-logit-prob", type=float, default=0.95, help="probability mass of logit targets [0.95]")
+    p.add_argument("--max-feature-nodes", type=int, default=None,
+                   help="compute rows for at most this many features, by influence [all]")
+    p.add_argument("--batch-size", type=int, default=256, help="target rows per backward batch [256]")
+    p.add_argument("--node-threshold", type=float, default=0.8, help="pruning: influence share of kept nodes [0.8]")
+    p.add_argument("--edge-threshold", type=float, default=0.98, help="pruning: score share of kept edges [0.98]")
+    p.add_argument("--json-dir", default=None, help="also write viewer JSON (circuit-tracer/Neuronpedia format) here")
+    p.add_argument("--slug", default=None, help="name of the graph in --json-dir [file stem of --out]")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype [float32]")
+    p.add_argument("--device", default=None, help="torch device [cpu, or the model's]")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _parse_targets(values):
+    if not values:
+        return None
+    return [int(v) if v.lstrip("-").isdigit() else v for v in values]
+
+
+def run_trace(model, args) -> int:
+    from .attribution.attribute import attribute
+    from .summary import summarize
+
+    graph = attribute(
+        model, args.prompt, targets=_parse_targets(args.target), max_n_logits=args.max_n_logits,
+        desired_logit_prob=args.desired_logit_prob, max_feature_nodes=args.max_feature_nodes,
+        batch_size=args.batch_size, progress=not args.no_progress,
+    )  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    graph.save(str(out))
+    pruned = graph.prune(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    print(summarize(graph, pruned, top_nodes=10))
+    print(f"graph written to {out}  ({graph.metadata['attribution_seconds']:.2f} s attribution)")
+    if args.json_dir:
+        from .graph.export import write_graph_files
+
+        slug = args.slug or out.stem
+        path = write_graph_files(graph, args.json_dir, slug, node_threshold=args.node_threshold,
+                                 edge_threshold=args.edge_threshold)  # fmt: skip
+        print(f"viewer JSON written to {path}")
+    return 0
+
+
+def cmd_trace(args) -> int:
+    import torch
+
+    from .replacement_model import ReplacementModel
+
+    dtype = getattr(torch, DTYPES[args.dtype])
+    model = ReplacementModel.from_pretrained(args.model, args.transcoders, dtype=dtype, device=args.device)
+    return run_trace(model, args)
+
+
+def cmd_export(args) -> int:
+    from .graph import Graph
+    from .graph.export import write_graph_files
+
+    graph = Graph.load(args.graph)
+    path = write_graph_files(graph, args.json_dir, args.slug or Path(args.graph).stem,
+                             node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)  # fmt: skip
+    print(f"viewer JSON written to {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="circuit-atlas", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log phase timings")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    trace = sub.add_parser("trace", help="compute, save and summarise an attribution graph")
+    trace.add_argument("--model", required=True, help="local Hugging Face model directory")
+    trace.add_argument("--transcoders", required=True, help="transcoder directory (circuit-tracer, GemmaScope npz or ours)")
+    _add_attribution_args(trace)
+    trace.set_defaults(func=cmd_trace)
+
+    export = sub.add_parser("export", help="write a saved graph as circuit-tracer / Neuronpedia viewer JSON")
+    export.add_argument("graph", help="graph file (.safetensors)")
+    export.add_argument("--json-dir", required=True)
+    export.add_argument("--slug", default=None)
+    export.add_argument("--node-threshold", type=float, default=0.8)
+    export.add_argument("--edge-threshold", type=float, default=0.98)
+    export.set_defaults(func=cmd_export)
+
+    demo = sub.add_parser("demo", help="trace the two-hop prompt on the built-in demo model")
+    demo.add_argument("--out-dir", default="circuit-atlas-demo", help="where to write the demo's files")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads crawl on busy small machines
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"circuit-atlas: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
