@@ -53,7 +53,7 @@ def run_demo(out: Path) -> int:
     model_dir = _build_model(out)
     tc = random_transcoders("clt", 4, 64, 512, activation="jumprelu", seed=0)
     probe = ReplacementModel.from_pretrained(model_dir, tc)
-    inputs = list(probe.run(probe.tokenize(PROMPT)).feature_inputs)
+    inputs = [x[1:] for x in probe.run(probe.tokenize(PROMPT)).feature_inputs]  # BOS carries no features
     calibrate_thresholds(tc, inputs, target_l0=24)
     tc_dir = out / "transcoders"
     save_transcoders(tc, tc_dir)
