@@ -64,7 +64,9 @@ def attention_pattern(attn: Attention, x: torch.Tensor, cos, sin) -> torch.Tenso
     if attn.sliding_window is not None:
         allowed = allowed & (qi - ki < attn.sliding_window)
     scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores.float(), dim=-1).to(x.dtype)
+    # Half-precision patterns are computed in float32 (as HF does); float32/float64 in their own dtype.
+    softmax_dtype = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
+    return torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(x.dtype)
 
 
 def attention_ov(attn: Attention, x: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
@@ -98,8 +100,19 @@ class CleanRun:
 def rotary_tables(w: ModelWeights, T: int, like: torch.Tensor):
     if w.rotary is None:
         return None, None
+    rotary = w.rotary
+    if like.dtype == torch.float64 and getattr(rotary, "rope_type", "default") == "default":
+        # HF builds its tables in float32; a float64 engine rebuilds the default table exactly.
+        config = rotary.config
+        theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta") or config.rope_theta
+        half = rotary.inv_freq.shape[0]
+        inv_freq = 1.0 / theta ** (torch.arange(half, dtype=torch.float64, device=like.device) * 2 / (2 * half))
+        angles = torch.arange(T, dtype=torch.float64, device=like.device)[:, None] * inv_freq
+        emb = torch.cat((angles, angles), dim=-1)
+        scaling = getattr(rotary, "attention_scaling", 1.0)
+        return emb.cos() * scaling, emb.sin() * scaling
     pos = torch.arange(T, device=like.device)[None]
-    cos, sin = w.rotary(like[None].to(w.embed.dtype), pos)
+    cos, sin = rotary(like[None].to(w.embed.dtype), pos)
     return cos[0].to(like.dtype), sin[0].to(like.dtype)  # (T, dh)
 
 

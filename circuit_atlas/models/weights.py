@@ -157,10 +157,16 @@ def read_weights(hf_model: nn.Module, arch: Architecture, dtype: torch.dtype, de
         rotary = _get(hf_model, arch.layers.rsplit(".", 1)[0] + ".rotary_emb")
     pos = _get(hf_model, arch.position_embed).weight if arch.position_embed else None
     max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    embed = _get(hf_model, arch.embed)
+    embed_scale = 1.0
+    if arch.embed_scale_sqrt_d:
+        # Use the model's own (dtype-rounded) normalizer when it keeps one, so we match it exactly.
+        buffer = getattr(embed, "embed_scale", None)
+        embed_scale = float(buffer) if buffer is not None else float(d**0.5)
     return ModelWeights(
         arch=arch,
-        embed=_tensor(_get(hf_model, arch.embed).weight, dtype, device),
-        embed_scale=float(d**0.5) if arch.embed_scale_sqrt_d else 1.0,
+        embed=_tensor(embed.weight, dtype, device),
+        embed_scale=embed_scale,
         position_embed=_tensor(pos, dtype, device),
         blocks=blocks,
         final_norm=_norm(_get(hf_model, arch.final_norm), arch, dtype, device),
