@@ -164,3 +164,23 @@ class Graph:
         from .io import load_graph
 
         return load_graph(path)
+
+    def to_json(self, slug: str, **kwargs: Any) -> dict[str, Any]:
+        """circuit-tracer/Neuronpedia graph JSON (pruned unless prune=False; see graph/export.py)."""
+        from .export import to_circuit_tracer_json
+
+        return to_circuit_tracer_json(self, slug, **kwargs)
+
+    @classmethod
+    def from_json(cls, source: Any) -> "Graph":
+        """Read circuit-tracer / Neuronpedia / Anthropic graph JSON (a path or a parsed dict)."""
+        from .export import from_circuit_tracer_json
+
+        return from_circuit_tracer_json(source)
+
+    @classmethod
+    def from_circuit_tracer_pt(cls, path: str) -> "Graph":
+        """Read circuit-tracer's pickled `.pt` graph without executing code (see graph/legacy.py)."""
+        from .legacy import load_circuit_tracer_pt
+
+        return load_circuit_tracer_pt(path)

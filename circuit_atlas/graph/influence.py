@@ -1,0 +1,140 @@
+"""Influence of every node on the logits, and the graph-level replacement/completeness scores.
+
+Influence is the total absolute path mass from a node to the weighted logits, with each
+target's inputs normalized to sum to one:
+
+    Â[t, s] = |A[t, s]| / max(Σ_s' |A[t, s']|, 1e-10)        (row-normalized absolute adjacency)
+    I       = wᵀ (Â + Â² + Â³ + …)                            (w: probabilities on logit nodes)
+
+Everything here works on the graph's *rectangular* storage: `edges` (R, S) holds rows only for
+`row_nodes` (R,), and its columns are the first S nodes. Nodes without a row are pure sources,
+which is also what lets attribution call `node_influence` on a partial graph (only some rows
+computed so far). The series is summed by propagating one row vector at a time, so the cost is
+one (R, S) matrix-vector product per path length, never an N x N inverse.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+_EPS = 1e-10
+_MAX_ITERATIONS = 1000
+
+
+def normalized_abs(edges: torch.Tensor) -> torch.Tensor:
+    """Â[t, s] = |A[t, s]| / max(Σ_s |A[t, s]|, 1e-10), per row. (R, S) -> (R, S) float32, a new tensor."""
+    if edges.dim() != 2:
+        raise ValueError(f"edges must be 2-D (rows, sources), got shape {tuple(edges.shape)}")
+    out = edges.detach().abs().to(torch.float32)  # a copy: abs() never aliases its input
+    out /= out.sum(dim=1, keepdim=True).clamp_min(_EPS)
+    return out
+
+
+def propagate(
+    norm: torch.Tensor,
+    row_nodes: torch.Tensor,
+    n_nodes: int,
+    weights: torch.Tensor,
+    max_iterations: int = _MAX_ITERATIONS,
+) -> torch.Tensor:
+    """wᵀ(Â + Â² + …) for an already row-normalized `norm` (R, S). Returns (n_nodes,) float32.
+
+    v starts as w; each step sends the mass sitting on row nodes one edge back to their sources
+    (v_src = v[row_nodes] @ Â, scattered into node space). Mass on nodes without a row stops there.
+    The graph is a DAG, so v becomes exactly zero after at most R + 1 steps; if it does not, the
+    edges contain a cycle (or NaN) and we raise instead of looping.
+    """
+    n_rows, n_src = norm.shape
+    if row_nodes.shape != (n_rows,):
+        raise ValueError(f"row_nodes has shape {tuple(row_nodes.shape)}, expected ({n_rows},)")
+    if weights.shape != (n_nodes,):
+        raise ValueError(f"weights has shape {tuple(weights.shape)}, expected ({n_nodes},)")
+    if n_src > n_nodes:
+        raise ValueError(f"edges has {n_src} source columns but the graph has only {n_nodes} nodes")
+    rows = row_nodes.to(torch.long)
+    cap = min(max_iterations, n_rows + 1)
+    influence = torch.zeros(n_nodes, dtype=torch.float32)
+    v = weights.detach().to(torch.float32).clone()  # (n_nodes,)
+    for _ in range(cap):
+        v_rows = v[rows]  # (R,) mass sitting on nodes that have inputs
+        if not bool(v_rows.any()):
+            return influence
+        v = torch.zeros(n_nodes, dtype=torch.float32)
+        v[:n_src] = v_rows @ norm  # (R,) @ (R, S) -> (S,)
+        influence += v
+    if not bool(v[rows].any()):
+        return influence
+    raise RuntimeError(
+        f"node influence did not vanish after {cap} iterations (cap = min(max_iterations={max_iterations}, "
+        f"rows + 1 = {n_rows + 1})): the edges contain a cycle or non-finite values, so this is not an attribution DAG"
+    )
+
+
+def node_influence(
+    edges: torch.Tensor,
+    row_nodes: torch.Tensor,
+    n_nodes: int,
+    weights: torch.Tensor,
+    max_iterations: int = _MAX_ITERATIONS,
+) -> torch.Tensor:
+    """I = wᵀ(Â + Â² + Â³ + …) on rectangular storage. Returns (n_nodes,) float32.
+
+    edges: (R, S) signed direct effects, row i is node row_nodes[i], column j is node j.
+    weights: (n_nodes,) usually the logit probabilities (see `logit_weights`).
+    Rows that are absent act as pure sources, so this works on partial graphs too.
+    """
+    return propagate(normalized_abs(edges), row_nodes, n_nodes, weights, max_iterations)
+
+
+def logit_weights(graph: "Graph") -> torch.Tensor:
+    """(N,) float32: each logit node's probability (custom targets: their own), zero elsewhere."""
+    from .graph import LOGIT
+
+    w = torch.zeros(graph.n_nodes, dtype=torch.float32)
+    is_logit = graph.kind == LOGIT
+    w[is_logit] = graph.activation[is_logit].to(torch.float32)
+    return w
+
+
+def graph_scores(graph: "Graph") -> dict[str, float]:
+    """Replacement and completeness scores of an (unpruned) graph.
+
+    With I the node influence and w the logit weights:
+
+        replacement  = Σ_{s ∈ embeddings} I[s] / (Σ_{s ∈ embeddings} I[s] + Σ_{s ∈ errors} I[s])
+            the share of the influence that reaches the inputs through tokens rather than errors.
+
+        completeness = Σ_{t ∈ R} (1 − Σ_{s ∈ errors} Â[t, s]) · (I[t] + w[t])  /  Σ_{t ∈ R} (I[t] + w[t])
+            the influence-weighted share of each target's input that is explained by non-error
+            nodes, where R = the rows in `row_nodes` that have any input at all.
+
+    Unlike circuit-tracer, nodes without computed inputs (errors, embeddings, features whose
+    inputs were never attributed, all-zero rows) are *not* counted as fully explained: we know
+    nothing about how they are explained, so they are left out of both sums. Otherwise an error
+    node with a large influence would raise completeness. Either score is NaN when its
+    denominator is zero (e.g. a graph with no edges).
+    """
+    from .graph import EMBEDDING, ERROR
+
+    w = logit_weights(graph)
+    norm = normalized_abs(graph.edges)  # (R, S)
+    influence = propagate(norm, graph.row_nodes, graph.n_nodes, w)
+
+    emb = float(influence[graph.kind == EMBEDDING].sum())
+    err = float(influence[graph.kind == ERROR].sum())
+    replacement = emb / (emb + err) if emb + err > 0 else float("nan")
+
+    rows = graph.row_nodes.to(torch.long)
+    is_error_col = graph.kind[: graph.n_sources] == ERROR  # (S,)
+    error_share = norm[:, is_error_col].sum(dim=1)  # (R,)
+    has_input = norm.sum(dim=1) > 0  # (R,) rows with any input
+    mass = (influence[rows] + w[rows])[has_input]
+    explained = ((1.0 - error_share[has_input]) * mass).sum()
+    total = float(mass.sum())
+    completeness = float(explained) / total if total > 0 else float("nan")
+    return {"replacement": replacement, "completeness": completeness}

@@ -1,0 +1,204 @@
+"""Pruning: keep the nodes and edges that carry most of the influence on the logits.
+
+The recipe (circuit-tracer's, reimplemented on rectangular storage):
+
+1. Node influence I on the full graph. Keep nodes whose influence reaches the smallest prefix
+   (by descending I) holding `node_threshold` of the total; embeddings and logits are always
+   kept, errors are pruned like features.
+2. P = the graph restricted to kept nodes, P̂ its row-normalized |P|, I_P its influence.
+3. Edge score E[t, s] = P̂[t, s] · (I_P[t] + w[t]): the edge's share of its target's input times
+   the target's total weight on the logits. Keep the smallest set of edges holding
+   `edge_threshold` of the total score; the threshold is found among the *non-zero* scores only.
+4. Repeat until nothing changes: features and errors need a kept outgoing edge; features that
+   have a row need a kept incoming edge (features without a row were never expanded, so their
+   inputs are unknown rather than absent); edges touching dropped nodes are cleared.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .graph import EMBEDDING, ERROR, FEATURE, LOGIT, Graph
+from .influence import logit_weights, normalized_abs, propagate
+
+_EPS = 1e-10
+
+
+def check_threshold(value: float, name: str) -> float:
+    """Return `value` as a float if it lies in (0, 1]; otherwise raise ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def find_threshold(scores: torch.Tensor, threshold: float) -> float:
+    """Smallest score of the shortest descending prefix whose share of the total reaches `threshold`.
+
+    Keeping {score >= returned value} keeps that prefix (plus ties). Returns +inf when there is
+    no mass at all (empty or all-zero scores), so that nothing is kept.
+    """
+    flat = scores.detach().flatten()
+    if flat.numel() == 0:
+        return math.inf
+    ordered = torch.sort(flat, descending=True).values
+    cum = torch.cumsum(ordered, dim=0, dtype=torch.float64)  # float64 sum: no drift over millions of edges
+    total = float(cum[-1])
+    if not total > 0:
+        return math.inf
+    share = cum / total  # ends at exactly 1.0
+    i = int(torch.searchsorted(share, torch.tensor([threshold], dtype=torch.float64)).item())
+    return float(ordered[min(i, ordered.numel() - 1)])
+
+
+def cumulative_influence(influence: torch.Tensor, total: float | None = None) -> torch.Tensor:
+    """(N,) -> (N,) float32: fraction of the total influence held by the nodes ranked at or above each node.
+
+    This is the "influence" field of circuit-tracer's graph JSON: smaller means more important,
+    and the viewer hides nodes above its pruning threshold. `total` defaults to the sum of
+    `influence` (pass the unpruned total when scoring the survivors of a pruned graph).
+    All-zero influence gives 1.0 everywhere.
+    """
+    values = influence.detach().to(torch.float64)
+    order = torch.sort(values, descending=True, stable=True).indices
+    cum = torch.cumsum(values[order], dim=0)
+    denominator = float(cum[-1]) if total is None and cum.numel() else (total or 0.0)
+    out = torch.ones_like(values)
+    if denominator > 0:
+        out[order] = (cum / denominator).clamp(max=1.0)
+    return out.to(torch.float32)
+
+
+@dataclass
+class PruneResult:
+    """Masks over the input graph, and its influence scores."""
+
+    node_mask: torch.Tensor  # (N,) bool
+    edge_mask: torch.Tensor  # (R, S) bool, same layout as graph.edges
+    influence: torch.Tensor  # (N,) float32 raw influence on the unpruned graph
+    cumulative: torch.Tensor  # (N,) float32 cumulative influence score (see cumulative_influence)
+
+
+def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> PruneResult:
+    """Compute which nodes and edges survive pruning (see the module docstring), without copying the graph."""
+    node_threshold = check_threshold(node_threshold, "node_threshold")
+    edge_threshold = check_threshold(edge_threshold, "edge_threshold")
+    N, S = graph.n_nodes, graph.n_sources
+    rows = graph.row_nodes.to(torch.long)  # (R,)
+    kind = graph.kind
+    w = logit_weights(graph)  # (N,)
+
+    # 1. node influence on the full graph, node mask
+    norm = normalized_abs(graph.edges)  # (R, S); reused in place below to save an (R, S) copy
+    influence = propagate(norm, rows, N, w)
+    node_mask = influence >= find_threshold(influence, node_threshold)
+    node_mask |= (kind == EMBEDDING) | (kind == LOGIT)
+
+    # 2. P̂: drop dead rows and columns, then renormalize (normalizing Â again equals normalizing |P|)
+    norm[(~node_mask[rows]).nonzero().squeeze(1)] = 0
+    norm *= node_mask[:S].to(norm.dtype)  # zero dead columns (a broadcast multiply beats boolean indexing)
+    norm /= norm.sum(dim=1, keepdim=True).clamp_min(_EPS)
+    pruned_influence = propagate(norm, rows, N, w)
+
+    # 3. edge scores E = P̂ · (I_P[t] + w[t]) in place; threshold over the non-zero scores only
+    norm *= (pruned_influence[rows] + w[rows]).unsqueeze(1)
+    edge_mask = norm >= find_threshold(norm[norm > 0], edge_threshold)  # (R, S)
+    del norm
+
+    # 4. iterate to a fixed point. Scores of dead rows/columns are 0, so edge_mask already avoids them.
+    # Keep per-node counts of kept edges and only touch the rows/columns of nodes that die.
+    row_of = torch.full((N,), -1, dtype=torch.long)
+    row_of[rows] = torch.arange(rows.numel())
+    needs_out = torch.zeros(N, dtype=torch.bool)
+    needs_out[:S] = ((kind == FEATURE) | (kind == ERROR))[:S]
+    needs_in = (kind == FEATURE) & (row_of >= 0)  # rowless features: inputs unknown, not absent
+    out_count = torch.zeros(N, dtype=torch.long)
+    out_count[:S] = edge_mask.sum(dim=0)
+    in_count = torch.zeros(N, dtype=torch.long)
+    in_count[rows] = edge_mask.sum(dim=1)
+    while True:
+        dead = node_mask & ((needs_in & (in_count == 0)) | (needs_out & (out_count == 0)))
+        if not bool(dead.any()):
+            break
+        node_mask &= ~dead
+        dead_rows = row_of[dead]
+        dead_rows = dead_rows[dead_rows >= 0]
+        if dead_rows.numel():
+            out_count[:S] -= edge_mask[dead_rows].sum(dim=0)
+            edge_mask[dead_rows] = False
+        dead_cols = dead[:S].nonzero().squeeze(1)
+        if dead_cols.numel():
+            in_count[rows] -= edge_mask[:, dead_cols].sum(dim=1)
+            edge_mask[:, dead_cols] = False
+    return PruneResult(node_mask, edge_mask, influence, cumulative_influence(influence))
+
+
+def subset_graph(
+    graph: Graph,
+    node_mask: torch.Tensor,
+    edge_mask: torch.Tensor | None = None,
+    influence: torch.Tensor | None = None,
+) -> Graph:
+    """A new Graph with only the nodes in `node_mask` (N,), same order; edges outside `edge_mask` (R, S) zeroed.
+
+    Rows are kept for surviving row nodes; `influence` (N,), if given, is subset into the result.
+    Metadata is deep-copied (a `targets` list aligned with the logits is subset with them).
+    """
+    N, S = graph.n_nodes, graph.n_sources
+    if node_mask.shape != (N,):
+        raise ValueError(f"node_mask has shape {tuple(node_mask.shape)}, expected ({N},)")
+    keep = node_mask.nonzero().squeeze(1)  # (N',) kept node indices, ascending
+    keep_src = keep[keep < S]  # kept source columns (every non-logit node precedes the logits)
+    rows = graph.row_nodes.to(torch.long)
+    keep_rows = node_mask[rows].nonzero().squeeze(1)  # (R',) indices into the rows
+
+    edges = graph.edges[keep_rows][:, keep_src].clone()  # (R', S')
+    if edge_mask is not None:
+        edges.masked_fill_(~edge_mask[keep_rows][:, keep_src], 0.0)
+    remap = torch.full((N,), -1, dtype=torch.long)
+    remap[keep] = torch.arange(keep.numel())
+
+    is_logit = graph.kind == LOGIT
+    logit_keep = node_mask[is_logit].tolist()  # (K,) which logits survive, in target order
+    labels = [label for label, kept in zip(graph.logit_labels, logit_keep) if kept]
+    metadata = copy.deepcopy(graph.metadata)
+    targets = metadata.get("targets")
+    if isinstance(targets, list) and len(targets) == len(logit_keep):
+        metadata["targets"] = [t for t, kept in zip(targets, logit_keep) if kept]
+
+    return Graph(
+        prompt=graph.prompt,
+        input_ids=graph.input_ids.clone(),
+        tokens=list(graph.tokens),
+        n_layers=graph.n_layers,
+        kind=graph.kind[keep].clone(),
+        layer=graph.layer[keep].clone(),
+        position=graph.position[keep].clone(),
+        feature=graph.feature[keep].clone(),
+        activation=graph.activation[keep].clone(),
+        edges=edges,
+        row_nodes=remap[rows[keep_rows]],
+        logit_labels=labels,
+        metadata=metadata,
+        influence=None if influence is None else influence[keep].clone(),
+    )
+
+
+def prune_graph(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Graph:
+    """Prune `graph` (see the module docstring) into a new Graph of the surviving nodes and edges.
+
+    The result's `influence` is each kept node's raw influence on the unpruned graph, and
+    `metadata["pruning"]` records the thresholds plus `total_influence` (the unpruned total, so
+    that exporters can still compute circuit-tracer's cumulative influence scores).
+    """
+    result = prune_masks(graph, node_threshold, edge_threshold)
+    pruned = subset_graph(graph, result.node_mask, result.edge_mask, result.influence)
+    pruned.metadata["pruning"] = {
+        "node_threshold": float(node_threshold),
+        "edge_threshold": float(edge_threshold),
+        "total_influence": float(result.influence.to(torch.float64).sum()),
+    }
+    return pruned
