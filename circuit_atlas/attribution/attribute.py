@@ -95,7 +95,7 @@ def attribute(
     with _timed("phase 0: forward and context"):
         input_ids = model.tokenize(prompt)
         ctx = build_context(model.freeze(input_ids))
-    L, T, A = ctx.n_layers, ctx.T, ctx.n_features
+    T, A = ctx.T, ctx.n_features
     n_sources = ctx.n_sources
 
     # Phase 1: logit targets and their rows.

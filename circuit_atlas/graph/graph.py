@@ -174,7 +174,7 @@ class Graph:
     @classmethod
     def from_json(cls, source: Any) -> "Graph":
         """Read circuit-tracer / Neuronpedia / Anthropic graph JSON (a path or a parsed dict)."""
-        from .export import from_circuit_tracer_json
+        from .json_import import from_circuit_tracer_json
 
         return from_circuit_tracer_json(source)
 

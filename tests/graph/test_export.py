@@ -3,23 +3,18 @@ import hashlib
 import json
 import math
 import re
-from pathlib import Path
 
 import jsonschema
 import pytest
 import torch
 
-from circuit_atlas.graph.export import (
-    cantor,
-    from_circuit_tracer_json,
-    parse_logit_clerp,
-    to_circuit_tracer_json,
-    write_graph_files,
-)
+from shared import REAL_GRAPHS
 
-REAL = Path("/work/shared/real_graphs")
+from circuit_atlas.graph.export import cantor, to_circuit_tracer_json, write_graph_files
+from circuit_atlas.graph.json_import import from_circuit_tracer_json, parse_logit_clerp
+
+REAL = REAL_GRAPHS
 SCHEMA = json.loads((REAL / "schemas/graph-schema.json").read_text())
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="shared real graph files not available")
 
 # file, dialect, (features, errors, embeddings, logits), links  -- from real_graphs/README.md
 REAL_FILES = [
@@ -174,7 +169,6 @@ def test_parse_logit_clerp(clerp, token, prob):
     assert parse_logit_clerp(clerp) == (token, prob)
 
 
-@needs_real
 @pytest.mark.parametrize("name, dialect, counts, n_links", REAL_FILES)
 def test_real_files_import_and_round_trip(name, dialect, counts, n_links):
     original = json.loads((REAL / name).read_text())
@@ -191,7 +185,6 @@ def test_real_files_import_and_round_trip(name, dialect, counts, n_links):
     assert 0 < len(pruned["nodes"]) <= len(original["nodes"])
 
 
-@needs_real
 def test_real_file_details():
     clt = from_circuit_tracer_json(REAL / REAL_FILES[1][0])
     nodes = clt.nodes.set_index("id")
@@ -210,7 +203,6 @@ def test_real_file_details():
     assert anthropic.count("error") == 11 and set(anthropic.layer[anthropic.kind == 1].tolist()) == {0}
 
 
-@needs_real
 def test_probability_falls_back_to_the_clerp():
     data = json.loads((REAL / REAL_FILES[3][0]).read_text())
     for node in data["nodes"]:
