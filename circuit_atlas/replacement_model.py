@@ -73,10 +73,15 @@ class ReplacementModel:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> "ReplacementModel":
-        """Load a local HF model directory and a transcoder directory (any supported format)."""
+        """Load a local HF model directory and a transcoder directory (any supported format).
+
+        Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`.
+        """
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        model_dir = Path(model)
+        from .zoo import resolve_model, resolve_transcoders
+
+        model_dir = resolve_model(model)
         if not model_dir.is_dir():
             raise FileNotFoundError(
                 f"model directory {str(model_dir)!r} does not exist; circuit-atlas loads models from a local "
@@ -92,7 +97,7 @@ class ReplacementModel:
         if not isinstance(transcoders, Transcoders):
             from .transcoders.io import load_transcoders
 
-            transcoders = load_transcoders(transcoders)
+            transcoders = load_transcoders(resolve_transcoders(transcoders))
         return cls(hf_model, tokenizer, transcoders, dtype=dtype, device=device, name=str(model_dir))
 
     # --- facts ---------------------------------------------------------------------------

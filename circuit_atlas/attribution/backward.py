@@ -22,12 +22,10 @@ def _read_sources(ctx: AttributionContext, l: int, g_out: torch.Tensor, out: tor
     """Add every source at layer l's output site to out (B, n_sources). g_out (B, P, d)."""
     B, P, _ = g_out.shape
     pack = ctx.decoders[l]
-    n = int(pack.count_before[P])
-    if n:
-        # (P, B, d) @ (P, d, R_max) -> (P, B, R_max): one matmul per position, batched
-        prod = torch.bmm(g_out.transpose(0, 1), pack.vectors[:P].transpose(1, 2))
-        flat = prod.permute(1, 0, 2).reshape(B, -1)
-        out[:, pack.columns[:n]] += flat[:, pack.flat_index[:n]]
+    for p in range(P):
+        start, end = pack.bounds[p], pack.bounds[p + 1]
+        if end > start:  # (B, d) @ (d, R_p): every feature at position p writing into layer l
+            out.index_add_(1, pack.columns[start:end], g_out[:, p] @ pack.vectors[start:end].T)
     if P > ZERO_POSITIONS:
         start = ctx.error_column(l, ZERO_POSITIONS)
         err = torch.einsum("bpd,pd->bp", g_out[:, ZERO_POSITIONS:], ctx.errors[l, ZERO_POSITIONS:P])

@@ -26,12 +26,11 @@ ZERO_POSITIONS = 1  # positions [0, ZERO_POSITIONS) carry no feature or error no
 
 @dataclass
 class DecoderPack:
-    """Decoder rows writing into one output layer, padded per position for bmm."""
+    """Decoder rows writing into one output layer, grouped by position (no padding)."""
 
-    vectors: torch.Tensor  # (T, R_max, d) activation-scaled decoder rows, zero padding
-    flat_index: torch.Tensor  # (R,) index into the flattened (T*R_max) grid, position-major
-    columns: torch.Tensor  # (R,) graph column (feature node) of each row, same order
-    count_before: torch.Tensor  # (T+1,) rows whose position is < p
+    vectors: torch.Tensor  # (R, d) activation-scaled decoder rows, sorted by position
+    columns: torch.Tensor  # (R,) graph column (feature node) of each row
+    bounds: list[int]  # (T+1,) rows of position p are [bounds[p], bounds[p+1])
 
 
 @dataclass
@@ -71,25 +70,13 @@ class AttributionContext:
 def _pack_decoders(rows_by_layer: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]], T: int, d: int, like):
     packs = []
     for parts in rows_by_layer:
-        if parts:
-            pos = torch.cat([p for p, _, _ in parts])
-            vec = torch.cat([v for _, v, _ in parts])
-            col = torch.cat([c for _, _, c in parts])
-        else:
-            pos = torch.zeros(0, dtype=torch.long, device=like.device)
-            vec = like.new_zeros(0, d)
-            col = pos.clone()
+        pos = torch.cat([p for p, _, _ in parts]) if parts else torch.zeros(0, dtype=torch.long, device=like.device)
+        vec = torch.cat([v for _, v, _ in parts]) if parts else like.new_zeros(0, d)
+        col = torch.cat([c for _, _, c in parts]) if parts else pos.clone()
         order = torch.argsort(pos, stable=True)
-        pos, vec, col = pos[order], vec[order], col[order]
         counts = torch.bincount(pos, minlength=T)
-        R_max = int(counts.max()) if len(pos) else 0
-        start = torch.cumsum(counts, 0) - counts  # first row of each position
-        slot = torch.arange(len(pos), device=pos.device) - start[pos]
-        vectors = like.new_zeros(T, max(R_max, 1), d)
-        vectors[pos, slot] = vec
-        flat = pos * max(R_max, 1) + slot
-        count_before = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-        packs.append(DecoderPack(vectors, flat, col, count_before))
+        bounds = [0] + torch.cumsum(counts, 0).tolist()
+        packs.append(DecoderPack(vec[order].contiguous(), col[order], bounds))
     return packs
 
 
