@@ -1,4 +1,4 @@
-"""Command line: `circuit-atlas trace | export | demo`."""
+"""Command line: `circuit-atlas trace | export | train-transcoders | demo`."""
 
 from __future__ import annotations
 
@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--node-threshold", type=float, default=0.8)
     export.add_argument("--edge-threshold", type=float, default=0.98)
     export.set_defaults(func=cmd_export)
+
+    from .training.cli import add_train_parser
+
+    add_train_parser(sub)
 
     demo = sub.add_parser("demo", help="trace the two-hop prompt on the built-in demo model")
     demo.add_argument("--out-dir", default="circuit-atlas-demo", help="where to write the demo's files")

@@ -89,7 +89,9 @@ def _register_input(bm: BlockModules, site: str, kind: str, fn) -> torch.utils.h
     eps = _norm_eps(bm.ln2)
     if site == "hook_resid_mid":
         return bm.ln2.register_forward_pre_hook(lambda m, a, k: fn(_first_arg(a, k)), with_kwargs=True)
-    return bm.ln2.register_forward_pre_hook(lambda m, a, k: fn(normalized(_first_arg(a, k), kind, eps)), with_kwargs=True)
+    return bm.ln2.register_forward_pre_hook(
+        lambda m, a, k: fn(normalized(_first_arg(a, k), kind, eps)), with_kwargs=True
+    )
 
 
 def _output_module(bm: BlockModules, site: str) -> nn.Module:

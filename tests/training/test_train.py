@@ -1,0 +1,94 @@
+"""End-to-end training on a tiny model: it learns, it loads, it resumes exactly, it refuses mismatches."""
+
+import json
+
+import pytest
+import torch
+
+from circuit_atlas import ReplacementModel
+from circuit_atlas.training import TrainConfig, train_transcoders
+from circuit_atlas.transcoders import load_transcoders
+
+TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip")
+
+
+def assert_same_weights(a, b, atol=0.0):
+    for key in TENSORS:
+        xs, ys = getattr(a, key), getattr(b, key)
+        assert (xs is None) == (ys is None), key
+        for x, y in zip(xs or [], ys or []):
+            torch.testing.assert_close(x, y, rtol=0, atol=atol, msg=key)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(kind="plt", activation="jumprelu"), dict(kind="clt", activation="jumprelu", skip=True),
+     dict(kind="plt", activation="topk", k=6, pack_documents=False), dict(kind="clt", activation="batchtopk", k=6)],
+    ids=["plt-jumprelu", "clt-jumprelu-skip", "plt-topk-unpacked", "clt-batchtopk"],
+)  # fmt: skip
+def test_training_reduces_fvu_and_writes_a_loadable_set(settings, small_config, model_dir, data_file, tmp_path):
+    first = train_transcoders(model_dir, data_file, tmp_path / "one", small_config(steps=1, **settings), progress=False)
+    result = train_transcoders(model_dir, data_file, tmp_path / "tc", small_config(steps=40, lr=1e-2, **settings),
+                               progress=False)  # fmt: skip
+    m = json.loads((tmp_path / "tc" / "metrics.json").read_text())
+    assert m == result.metrics
+    assert m["fvu_mean"] < 0.8 * first.metrics["fvu_mean"]
+    assert len(m["fvu"]) == len(m["l0"]) == len(m["dead_fraction"]) == 3
+    assert 0 <= m["top1_agreement"] <= 1 and m["kl"] >= 0 and 0 <= m["dead_fraction_mean"] <= 1
+    if settings["activation"] == "topk":
+        assert m["l0_mean"] == pytest.approx(6)
+    tc = load_transcoders(tmp_path / "tc")
+    assert tc.kind == settings["kind"] and tc.has_skip == settings.get("skip", False)
+    assert tc.activation == {"batchtopk": "jumprelu"}.get(settings["activation"], settings["activation"])
+    assert tc.metadata["training"]["activation"] == settings["activation"]
+    rm = ReplacementModel.from_pretrained(model_dir, tmp_path / "tc")
+    assert rm.freeze("The capital of Texas is").run is not None
+    assert not (tmp_path / "tc.checkpoint").exists()
+
+
+def test_resume_equals_uninterrupted_run(small_config, model_dir, data_file, tmp_path):
+    cfg = small_config(kind="clt", skip=True, steps=6, checkpoint_every=2)
+    full = train_transcoders(model_dir, data_file, tmp_path / "full", cfg, progress=False)
+    part = train_transcoders(model_dir, data_file, tmp_path / "part", cfg, stop_at_step=3, progress=False)
+    assert part.path is None and part.step == 3 and not (tmp_path / "part").exists()
+    assert (tmp_path / "part.checkpoint" / "state.json").exists()
+    with pytest.raises(ValueError, match="--resume"):
+        train_transcoders(model_dir, data_file, tmp_path / "part", cfg, progress=False)
+    resumed = train_transcoders(model_dir, data_file, tmp_path / "part", cfg, resume=True, progress=False)
+    assert resumed.step == 6
+    assert_same_weights(load_transcoders(tmp_path / "full"), load_transcoders(tmp_path / "part"))
+    assert resumed.metrics["fvu"] == full.metrics["fvu"]
+
+
+def test_resume_refuses_a_mismatching_checkpoint(small_config, model_dir, data_file, tmp_path):
+    out = tmp_path / "tc"
+    train_transcoders(model_dir, data_file, out, small_config(), stop_at_step=2, progress=False)
+    state = (tmp_path / "tc.checkpoint" / "state.json").read_text()
+    with pytest.raises(ValueError, match=r"does not match.*width: 48 != 32.*lr"):
+        train_transcoders(model_dir, data_file, out, small_config(width=32, lr=5e-3), resume=True, progress=False)
+    other = tmp_path / "other.txt"
+    other.write_text("The capital of Texas is Austin .\n" * 300)
+    with pytest.raises(ValueError, match="does not match.*data"):
+        train_transcoders(model_dir, other, out, small_config(), resume=True, progress=False)
+    assert (tmp_path / "tc.checkpoint" / "state.json").read_text() == state  # untouched
+    assert not out.exists()
+
+
+def test_a_failed_run_leaves_the_previous_set_in_place(small_config, model_dir, data_file, tmp_path):
+    out = tmp_path / "tc"
+    train_transcoders(model_dir, data_file, out, small_config(steps=2), progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    with pytest.raises(ValueError, match="empty"):
+        train_transcoders(model_dir, empty, out, small_config(steps=2), progress=False)
+    with pytest.raises(ValueError, match="k = 64 .* width 48"):
+        train_transcoders(model_dir, data_file, out, small_config(activation="topk", k=64), progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tc", "empty.txt"])  # no staging left over
+
+
+def test_default_width_is_checked_against_the_model(model_dir, data_file, tmp_path):
+    cfg = TrainConfig(target_l0=300, steps=1, batch_tokens=256, seq_len=16)  # width 8 * 32 = 256
+    with pytest.raises(ValueError, match="target_l0 = 300 cannot be reached with width 256"):
+        train_transcoders(model_dir, data_file, tmp_path / "tc", cfg, progress=False)
