@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..transcoders.formats import CONFIG, MANIFEST
+from ..transcoders.io import swap_into_place
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "circuit-atlas-training-checkpoint"
@@ -47,21 +47,6 @@ class Checkpoint:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def swap_into_place(tmp: Path, path: Path) -> None:
-    """Rename the finished directory `tmp` to `path`; an old `path` is removed only afterwards."""
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            os.rename(old, path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, path)
 
 
 def check_output_path(path: Path) -> None:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..models.architectures import Architecture, architecture_for
 from ..models.hooks import harvest
-from ..transcoders.io import save_transcoders
+from ..transcoders.io import save_transcoders, swap_into_place
 from .checkpoint import (
     STATE_JSON,
     check_compatible,
@@ -43,7 +43,6 @@ from .checkpoint import (
     load_checkpoint,
     restore,
     save_checkpoint,
-    swap_into_place,
 )
 from .coder import TrainableTranscoders
 from .config import TrainConfig

@@ -309,6 +309,22 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def swap_into_place(tmp: Path, path: Path) -> None:
+    """Rename the finished directory `tmp` to `path`; an old `path` is removed only afterwards
+    (and restored if the rename fails), so a good set is never lost to a failed write."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.rename(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+
+
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Run write(tmp) on a fresh directory beside `path`, then rename it to `path`.
 
@@ -329,17 +345,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o755)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(path, old)
-            try:
-                os.rename(tmp, path)
-            except BaseException:
-                os.rename(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
