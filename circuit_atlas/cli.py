@@ -50,7 +50,7 @@ def run_trace(model, args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     graph.save(str(out))
     pruned = graph.prune(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
-    print(summarize(graph, pruned, top_nodes=10))
+    print(summarize(graph, pruned, top_nodes=10, model=model))
     print(f"graph written to {out}  ({graph.metadata['attribution_seconds']:.2f} s attribution)")
     if args.json_dir:
         from .graph.export import write_graph_files

@@ -63,7 +63,7 @@ def run_demo(out: Path) -> int:
     graph_path = out / "graph.safetensors"
     graph.save(str(graph_path))
     pruned = graph.prune()
-    print(summarize(graph, pruned, top_nodes=8))
+    print(summarize(graph, pruned, top_nodes=8, model=model))
     json_path = write_graph_files(graph, out / "graphs", "demo-two-hop")
     print(f"graph: {graph_path}\nviewer JSON: {json_path}")
     return 0

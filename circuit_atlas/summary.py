@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from .features.describe import describe_node
 from .graph import Graph
 
 
-def summarize(graph: Graph, pruned: Graph | None = None, top_nodes: int = 0) -> str:
+def summarize(graph: Graph, pruned: Graph | None = None, top_nodes: int = 0, model=None) -> str:
+    """Text summary; with `model`, the top nodes get automatic descriptions (features/describe.py)."""
     lines = [f"prompt: {graph.prompt!r}  ({len(graph.tokens)} tokens)"]
     lines.append("top logits:")
     for label, p in zip(graph.logit_labels, graph.logit_probabilities):
@@ -26,6 +28,10 @@ def summarize(graph: Graph, pruned: Graph | None = None, top_nodes: int = 0) -> 
             table = table[table.kind.isin(["feature", "error"])].sort_values("influence", ascending=False)
             lines.append("most influential nodes:")
             for row in table.head(top_nodes).itertuples():
-                token = graph.tokens[row.position] if 0 <= row.position < len(graph.tokens) else ""
-                lines.append(f"  {row.id:22s} influence {row.influence:.4f}  at {token!r}")
+                if model is not None:
+                    about = describe_node(model, pruned, row.Index)
+                else:
+                    token = graph.tokens[row.position] if 0 <= row.position < len(graph.tokens) else ""
+                    about = f"at {token!r}"
+                lines.append(f"  {row.id:22s} influence {row.influence:.4f}  {about}")
     return "\n".join(lines)

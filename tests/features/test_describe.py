@@ -1,0 +1,29 @@
+"""Automatic node descriptions read off the weights."""
+
+import torch
+from tiny import tiny_model, tiny_tokenizer
+
+from circuit_atlas import ReplacementModel, attribute
+from circuit_atlas.features import decoder_logits, describe_node, promoted_tokens
+from circuit_atlas.transcoders.random import random_transcoders
+
+
+def test_decoder_logits_and_descriptions():
+    tok = tiny_tokenizer()
+    hf = tiny_model("gemma2", tokenizer=tok)  # Gemma: the final norm gain is 1 + weight
+    cfg = hf.config
+    model = ReplacementModel(hf, tok, random_transcoders("clt", cfg.num_hidden_layers, cfg.hidden_size, 16))
+    # A CLT feature's writes to all its output layers are summed, then read through gain and W_U.
+    d = model.transcoders.W_dec[0][3].sum(0)
+    expected = hf.lm_head.weight @ (d * (1 + hf.model.norm.weight))
+    assert torch.allclose(decoder_logits(model, 0, 3), expected, atol=1e-5)
+    top = expected.topk(2).indices.tolist()
+    assert promoted_tokens(model, 0, 3, k=2) == [tok.decode([t]) for t in top]
+
+    g = attribute(model, "the capital of", progress=False)
+    kinds = g.nodes.kind.tolist()
+    text = {k: describe_node(model, g, kinds.index(k)) for k in ("feature", "error", "embedding", "logit")}
+    assert text["feature"].startswith("feature L") and "promotes" in text["feature"]
+    assert text["error"].startswith("MLP ") and "reconstruction error" in text["error"]
+    assert text["embedding"] == "token embedding '<bos>'"
+    assert text["logit"] == f"logit {g.logit_labels[0]!r}"
