@@ -1,4 +1,4 @@
-"""Command line: `circuit-atlas trace | export | train-transcoders | demo`."""
+"""Command line: `circuit-atlas trace | export | train-transcoders | zoo rebuild | demo`."""
 
 from __future__ import annotations
 
@@ -89,6 +89,15 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.out_dir))
 
 
+def cmd_zoo(args) -> int:
+    from .zoo.rebuild import rebuild_toyworld
+
+    if args.name != "toyworld":
+        raise ValueError(f"unknown zoo entry {args.name!r}; the zoo has: toyworld")
+    rebuild_toyworld(args.out, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="circuit-atlas", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log phase timings")
@@ -111,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.cli import add_train_parser
 
     add_train_parser(sub)
+
+    zoo = sub.add_parser("zoo", help="the shipped models and transcoders")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    rebuild = zoo_sub.add_parser("rebuild", help="regenerate a shipped entry from scratch on this machine")
+    rebuild.add_argument("name", help="zoo entry (toyworld)")
+    rebuild.add_argument("--out", default=None, help="write here instead of the installed package's zoo")
+    rebuild.add_argument("--seed", type=int, default=0)
+    rebuild.add_argument("--no-progress", action="store_true")
+    rebuild.set_defaults(func=cmd_zoo)
 
     demo = sub.add_parser("demo", help="trace the two-hop prompt on the built-in demo model")
     demo.add_argument("--out-dir", default="circuit-atlas-demo", help="where to write the demo's files")

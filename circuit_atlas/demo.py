@@ -1,10 +1,10 @@
-"""`circuit-atlas demo`: trace the two-hop prompt end to end on a model made on the spot.
+"""`circuit-atlas demo`: trace "The capital of the state containing Dallas is" end to end.
 
-Until the trained toy world ships (a model and transcoders in which Dallas -> Texas ->
-Austin really is computed), the demo builds a small *random* Llama, a word-level tokenizer
-and calibrated random transcoders, saves them like a user's own files, and runs the same
-path a user's model takes: load from disk, attribute, prune, score, save, export. The
-graph is real and exact; the features just mean nothing yet.
+On the shipped toy world (circuit_atlas/zoo/toyworld: a model trained here on a synthetic
+world in which Dallas -> Texas -> Austin is computed, with its cross-layer transcoders).
+If the toy world is missing from the installation, the demo falls back to a small *random*
+Llama with calibrated random transcoders, saved and reloaded like a user's own files: the
+graph is still exact, its features just mean nothing.
 """
 
 from __future__ import annotations
@@ -40,16 +40,12 @@ def _build_model(out: Path) -> Path:
     return model_dir
 
 
-def run_demo(out: Path) -> int:
-    from .attribution.attribute import attribute
-    from .graph.export import write_graph_files
+def _random_stand_in(out: Path):
     from .replacement_model import ReplacementModel
-    from .summary import summarize
     from .transcoders.io import save_transcoders
     from .transcoders.random import calibrate_thresholds, random_transcoders
 
-    out.mkdir(parents=True, exist_ok=True)
-    print("circuit-atlas demo: random stand-in model (the trained toy world replaces it in a later release)")
+    print("circuit-atlas demo: the toy world is not installed; using a random stand-in model")
     model_dir = _build_model(out)
     tc = random_transcoders("clt", 4, 64, 512, activation="jumprelu", seed=0)
     probe = ReplacementModel.from_pretrained(model_dir, tc)
@@ -58,7 +54,22 @@ def run_demo(out: Path) -> int:
     tc_dir = out / "transcoders"
     save_transcoders(tc, tc_dir)
 
-    model = ReplacementModel.from_pretrained(model_dir, tc_dir)
+    return ReplacementModel.from_pretrained(model_dir, tc_dir)
+
+
+def run_demo(out: Path) -> int:
+    from .attribution.attribute import attribute
+    from .graph.export import write_graph_files
+    from .replacement_model import ReplacementModel
+    from .summary import summarize
+    from .zoo import MODELS, TRANSCODERS, ZOO_DIR
+
+    out.mkdir(parents=True, exist_ok=True)
+    if (ZOO_DIR / MODELS["toyworld"]).is_dir() and (ZOO_DIR / TRANSCODERS["toyworld-clt"]).is_dir():
+        print("circuit-atlas demo: the toy world (shipped model + cross-layer transcoders)")
+        model = ReplacementModel.from_pretrained("toyworld", "toyworld-clt")
+    else:
+        model = _random_stand_in(out)
     graph = attribute(model, PROMPT, max_n_logits=5)
     graph_path = out / "graph.safetensors"
     graph.save(str(graph_path))
