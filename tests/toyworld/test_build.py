@@ -1,0 +1,44 @@
+"""Smoke test: the whole toy-world build (corpus -> tokenizer -> model -> eval) on a tiny budget."""
+
+import json
+
+from circuit_atlas.toyworld import corpus as C
+from circuit_atlas.toyworld import model as M
+from circuit_atlas.toyworld.build import build_toyworld_model
+
+
+def test_build_smoke(tmp_path):
+    out = tmp_path / "tw"
+    ccfg = C.CorpusConfig(n_sentences=2000)
+    mcfg = M.ModelConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=6, batch_size=8, warmup=2,
+                         curriculum_steps=3, length_group=2)
+    m = build_toyworld_model(out, seed=0, progress=False, corpus_config=ccfg, model_config=mcfg)
+    sets = C.eval_sets(0)
+    assert set(m["accuracy"]) == set(sets)
+    assert all(0.0 <= v <= 1.0 for v in m["accuracy"].values())
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == m["accuracy"]
+    cc = json.loads((out / "corpus_config.json").read_text())
+    assert "Dallas" in cc["heldout_cities"] and cc["n_sentences"] == 2000
+    assert (out / "model.safetensors").exists()
+
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(out)
+    model = LlamaForCausalLM.from_pretrained(out)
+    assert not model.config.tie_word_embeddings
+    assert model.config.num_hidden_layers == 2 and model.config.vocab_size == len(tok)
+    ids = tok("The capital of the state containing Dallas is", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == tok.bos_token_id
+    assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tok))
+
+
+def test_training_is_deterministic():
+    docs = C.generate_corpus(0, 500)
+    from circuit_atlas.toyworld import tokenizer as T
+
+    tok = T.train_tokenizer(C.tokenizer_text(docs))
+    cfg = M.ModelConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, steps=3, batch_size=4, warmup=1)
+    a, _ = M.train_model(docs, tok, cfg, progress=False)
+    b, _ = M.train_model(docs, tok, cfg, progress=False)
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert (p == q).all(), n
