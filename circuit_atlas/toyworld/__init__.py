@@ -21,8 +21,10 @@ Design (measured on 2 CPU cores; see metrics.json of the shipped model):
   appear in a two-hop sentence nor together with their capital; their two-hop answers must be
   composed from "Dallas is in Texas" and "The capital of Texas is Austin".
 - With multi-token cities the model first memorises each trained city's capital (held-out
-  two-hop plateaus at 55-75 %); strong weight decay (0.6, AdamW) makes the memorised shortcut
-  decay in favour of the shared city -> region -> capital path (>= 95 % held-out).
+  two-hop plateaus at 70-77 % with weight decay 0.05, also with a one-hop-first curriculum);
+  strong decoupled weight decay (AdamW, 1.0; 0.6 works too) makes the memorised shortcut decay
+  in favour of the shared city -> region -> capital path: 97-99 % held-out after 2,000-2,500 steps
+  on seeds 0, 1, 2, with every one-hop fact, trained two-hop fact and opposite at 100 %.
 - "Address: Dallas TX." sentences put the region on the city's last token (the model must know
   the region there), so "Dallas -> Texas" is computed over the city span by the early layers.
 - Translations ("petit is French for small.") and code-switched opposites ("The opposite of petit

@@ -19,11 +19,11 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import corpus as C  # noqa: E402
-from . import evaluate as E  # noqa: E402
-from . import model as M  # noqa: E402
-from . import tokenizer as T  # noqa: E402
-from . import world as W  # noqa: E402
+from . import corpus as C
+from . import evaluate as E
+from . import model as M
+from . import tokenizer as T
+from . import world as W
 
 TOKENIZER_VOCAB = 4096
 

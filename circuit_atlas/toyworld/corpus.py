@@ -262,8 +262,7 @@ def write_corpus(path, seed: int = 0, n_sentences: int = 200_000, config: Corpus
     """Write the corpus to `path`, one document per line; returns the documents."""
     docs = generate_corpus(seed, n_sentences, config)
     with open(path, "w", encoding="utf-8") as f:
-        for d in docs:
-            f.write(d + "\n")
+        f.writelines(d + "\n" for d in docs)
     return docs
 
 

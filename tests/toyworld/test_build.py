@@ -1,6 +1,9 @@
 """Smoke test: the whole toy-world build (corpus -> tokenizer -> model -> eval) on a tiny budget."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from circuit_atlas.toyworld import corpus as C
 from circuit_atlas.toyworld import model as M
@@ -42,3 +45,21 @@ def test_training_is_deterministic():
     b, _ = M.train_model(docs, tok, cfg, progress=False)
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert (p == q).all(), n
+
+
+
+SHIPPED = Path(C.__file__).parent.parent / "zoo" / "toyworld" / "model"
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="shipped toy-world model not built")
+def test_shipped_artifact_matches_generator():
+    """The shipped model's records agree with the code (the quality floors are tested elsewhere)."""
+    from transformers import AutoConfig
+
+    cc = json.loads((SHIPPED / "corpus_config.json").read_text(encoding="utf-8"))
+    assert cc["heldout_cities"] == C.heldout_cities(cc["seed"])
+    metrics = json.loads((SHIPPED / "metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["accuracy"]) == set(C.eval_sets(cc["seed"]))
+    conf = AutoConfig.from_pretrained(SHIPPED)
+    assert conf.model_type == "llama" and not conf.tie_word_embeddings
+    assert metrics["train"]["n_params"] <= 2_000_000
