@@ -162,6 +162,24 @@ class ReplacementModel:
             input_ids = self.tokenize(input_ids)
         return self.run(input_ids).logits
 
+    def activations(self, prompt: str | list[int] | torch.Tensor):
+        """Transcoder feature activations on the prompt (a FeatureActivations, sparse per layer)."""
+        return self.intervene(prompt, []).activations
+
+    def intervene(self, prompt, interventions=(), *, mode="free", return_pre_activations: bool = False):
+        """Logits and feature activations with features set or scaled (see circuit_atlas.interventions)."""
+        from .interventions import intervene
+
+        return intervene(self, prompt, interventions, mode=mode, return_pre_activations=return_pre_activations)
+
+    def generate(self, prompt, interventions=(), max_new_tokens: int = 20, temperature: float = 0.0,
+                 seed: int | None = None, *, mode="free", stop_at_eos: bool = True):  # fmt: skip
+        """Continue the prompt under interventions, with the KV cache (see circuit_atlas.interventions)."""
+        from .interventions import generate
+
+        return generate(self, prompt, interventions, max_new_tokens, temperature, seed, mode=mode,
+                        stop_at_eos=stop_at_eos)  # fmt: skip
+
     def freeze(self, input_ids: torch.Tensor | str | list[int]) -> FrozenModel:
         """The local replacement model at this prompt (see models/frozen.py)."""
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.long:

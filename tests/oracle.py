@@ -355,6 +355,46 @@ class OracleModel:
         st = lambda xs: torch.stack(xs)  # noqa: E731
         return CleanRun(ids, emb, pos, patterns, scales, st(rm), st(ln2n), st(mi), st(mo), st(ma), z, lp, logits)
 
+    # --- steered forward (interventions) ---------------------------------------------------
+    @torch.no_grad()
+    def steered(self, input_ids: torch.Tensor, steer, input_hook: str, output_hook: str,
+                patterns: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Live float64 forward with additions at the transcoder output sites; returns logits (T, V).
+
+        `steer(l, x_in)` sees layer l's transcoder input and returns {layer: (T, d) addition} for the
+        output site of that layer (>= l). `patterns` (from a clean run) freezes attention; the norms
+        and the real MLPs stay live.
+        """
+        ids = torch.as_tensor(input_ids).long().reshape(-1)
+        T = ids.shape[0]
+        r = self.token_embeddings(ids) + self.positional(T)
+        scales: dict[str, torch.Tensor] = {}
+        live: list[torch.Tensor] = []
+        pending = torch.zeros(self.n_layers, T, self.d_model, dtype=F64)
+        for l, ly in enumerate(self.w.layers):
+            _, h = _norm_apply(r, ly.norm1, f"{l}.norm1", scales, False)
+            att = _attention(h, ly.attn, l, patterns if patterns is not None else live, scales, patterns is not None)
+            if ly.post_attn_norm is not None:
+                att = _norm_apply(att, ly.post_attn_norm, f"{l}.post_attn", scales, False)[1]
+            r = r + att
+            pre, x = _norm_apply(r, ly.norm2, f"{l}.norm2", scales, False)
+            x_in = {"hook_resid_mid": r, "ln2.hook_normalized": pre, "mlp.hook_in": x}[input_hook]
+            for target, add in steer(l, x_in).items():
+                pending[target] += add
+            m = ly.mlp(x.unsqueeze(0)).squeeze(0)
+            if output_hook == "mlp.hook_out":
+                m = m + pending[l]
+            if ly.post_mlp_norm is not None:
+                m = _norm_apply(m, ly.post_mlp_norm, f"{l}.post_mlp", scales, False)[1]
+            if output_hook == "hook_mlp_out":
+                m = m + pending[l]
+            r = r + m
+        _, z = _norm_apply(r, self.w.final_norm, "final", scales, False)
+        logits = _lin(z, self.w.W_U, self.w.b_U)
+        if self.w.final_softcap is not None:
+            logits = torch.tanh(logits / self.w.final_softcap) * self.w.final_softcap
+        return logits
+
     # --- frozen replacement model ---------------------------------------------------------
     def frozen_fn(self, clean: CleanRun, input_hook: str = "hook_resid_mid", output_hook: str = "hook_mlp_out",
                   skip: Callable[[int, torch.Tensor], torch.Tensor] | None = None):
