@@ -77,6 +77,11 @@ def rebuild_toyworld(out: Path | None = None, *, seed: int = 0, progress: bool =
             result = train_transcoders(staging / "model", data, staging / kind, config, eval_data=eval_data,
                                        progress=progress)  # fmt: skip
             manifest[kind] = result.metrics
+            # Record the zoo name, not the staging directory the model was trained from.
+            header = staging / kind / "circuit_atlas_transcoders.json"
+            meta = json.loads(header.read_text())
+            meta["metadata"]["model"] = "toyworld"
+            header.write_text(json.dumps(meta, indent=2))
         for scratch in (data, eval_data):
             scratch.unlink()
         manifest["rebuild_seconds"] = time.time() - t0
