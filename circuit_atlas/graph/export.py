@@ -131,6 +131,23 @@ def _unique_ids(nodes: list[dict]) -> list[dict]:
     return renamed
 
 
+def viewer_ids(graph: Graph) -> tuple[list[str], list[str], dict[str, str]]:
+    """(node_ids, jsNodeIds, {colliding id: the error's new id}) that the export writes for every node
+    of `graph` (prune=False), in node order."""
+    originals = (graph.metadata.get(SOURCE_KEY) or {}).get("nodes") or {}
+    nodes, logit_index = [], 0
+    columns = zip(graph.kind.tolist(), graph.layer.tolist(), graph.position.tolist(), graph.feature.tolist())
+    for key, (k, l, p, f) in zip(node_keys(graph), columns):
+        label = graph.logit_labels[logit_index] if k == LOGIT else ""
+        node = _node_json(k, l, p, f, 0.0, graph.n_layers, label, False)
+        if key in originals:
+            _overlay(node, originals[key], pruned=False)
+        nodes.append(node)
+        logit_index += k == LOGIT
+    renamed = {r["node_id"]: r["renamed_to"] for r in _unique_ids(nodes)}
+    return [str(n["node_id"]) for n in nodes], [str(n.get("jsNodeId", "")) for n in nodes], renamed
+
+
 def _scan(graph: Graph, scan: str | list[str] | tuple[str, ...] | None) -> tuple[str, list[str]]:
     """(scan, transcoder_list). A list of transcoder ids gets a stable 'custom-' hash (never Python's salted hash)."""
     transcoders = graph.metadata.get("transcoder_list")
