@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..attribution.context import ZERO_POSITIONS
 from .forward import (
     FREE,
     FeatureActivations,
@@ -26,7 +27,7 @@ class InterventionResult:
     input_ids: torch.Tensor  # (T,)
     logits: torch.Tensor  # (T, V)
     logits_pre_softcap: torch.Tensor  # (T, V)
-    activations: FeatureActivations  # intervened features at their targets
+    activations: FeatureActivations  # intervened features at their targets; none at BOS
     pre_activations: list[torch.Tensor] | None  # L x (T, F_l) when asked for
 
     def probabilities(self, position: int = -1) -> torch.Tensor:
@@ -40,6 +41,14 @@ class Generation:
     text: str  # the generated continuation only
     logits: torch.Tensor  # (n, V) the logits each new token was drawn from
     activations: FeatureActivations  # over prompt + generated positions (the last token's excluded)
+
+
+def _without_bos(acts: list[torch.Tensor]) -> FeatureActivations:
+    """Report no features at position 0 (BOS), as attribution graphs do; its MLP still runs."""
+    out = [a.clone() for a in acts]
+    for a in out:
+        a[:ZERO_POSITIONS] = 0
+    return FeatureActivations(out)
 
 
 def _ids(model, prompt) -> torch.Tensor:
@@ -68,7 +77,7 @@ def intervene(
         input_ids=ids,
         logits=out.logits,
         logits_pre_softcap=out.logits_pre_softcap,
-        activations=FeatureActivations(out.activations),
+        activations=_without_bos(out.activations),
         pre_activations=out.pre_activations if return_pre_activations else None,
     )
 
@@ -135,5 +144,5 @@ def generate(
         new_ids=new,
         text=model.tokenizer.decode(new_ids),
         logits=torch.stack(step_logits),
-        activations=FeatureActivations([torch.cat(a) for a in acts]),
+        activations=_without_bos([torch.cat(a) for a in acts]),
     )
