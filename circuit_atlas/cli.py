@@ -1,4 +1,4 @@
-"""Command line: `circuit-atlas trace | export | train-transcoders | zoo rebuild | demo`."""
+"""Command line: `circuit-atlas trace | export | intervene | train-transcoders | zoo rebuild | demo`."""
 
 from __future__ import annotations
 
@@ -83,6 +83,65 @@ def cmd_export(args) -> int:
     return 0
 
 
+def parse_intervention(spec: str, kind: str):
+    """'LAYER:POS:INDEX=NUMBER' -> set_to / scale_by. POS: an int (negative from the end), 'all',
+    or 'P+' for position P onwards (generated tokens included)."""
+    from .interventions import scale_by, set_to
+
+    try:
+        where, number = spec.split("=")
+        layer, pos, index = where.split(":")
+        if pos == "all":
+            position = "all"
+        elif pos.endswith("+"):
+            position = slice(int(pos[:-1]), None)
+        else:
+            position = int(pos)
+        subject, value = (int(layer), int(index)), float(number)
+    except ValueError:
+        raise ValueError(
+            f"cannot read intervention {spec!r}; write LAYER:POSITION:FEATURE=NUMBER, e.g. 2:-1:432=0 "
+            "(POSITION: an int, 'all', or '5+' for 5 onwards)"
+        ) from None
+    return (set_to if kind == "set" else scale_by)(subject, value, position=position)
+
+
+def _top(model, logits, k: int) -> list[str]:
+    import torch
+
+    probs = torch.softmax(logits.double(), -1)
+    top = probs.topk(k)
+    return [f"{model.tokenizer.decode([i])!r} {100 * float(p):.1f}%" for p, i in zip(top.values, top.indices)]
+
+
+def cmd_intervene(args) -> int:
+    from .interventions import constrained
+    from .replacement_model import ReplacementModel
+
+    interventions = [parse_intervention(s, "set") for s in args.set or []]
+    interventions += [parse_intervention(s, "scale") for s in args.scale or []]
+    if not interventions:
+        raise ValueError("give at least one --set or --scale intervention")
+    mode = args.mode
+    if args.constrain_layers is not None:
+        if mode != "constrained":
+            raise ValueError("--constrain-layers goes with --mode constrained")
+        mode = constrained(int(x) for x in args.constrain_layers.split(","))
+    model = ReplacementModel.from_pretrained(args.model, args.transcoders)
+    before = model.intervene(args.prompt, [], mode=mode).logits[-1]
+    after = model.intervene(args.prompt, interventions, mode=mode).logits[-1]
+    print(f"prompt: {args.prompt!r}  mode: {args.mode}")
+    width = max(len(x) for x in _top(model, before, args.top))
+    print(f"{'before':{width}s}   after")
+    for b, a in zip(_top(model, before, args.top), _top(model, after, args.top)):
+        print(f"{b:{width}s}   {a}")
+    if args.generate:
+        plain = model.generate(args.prompt, [], max_new_tokens=args.generate, mode=mode).text
+        steered = model.generate(args.prompt, interventions, max_new_tokens=args.generate, mode=mode).text
+        print(f"generated before: {plain!r}\ngenerated after:  {steered!r}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -116,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--node-threshold", type=float, default=0.8)
     export.add_argument("--edge-threshold", type=float, default=0.98)
     export.set_defaults(func=cmd_export)
+
+    intervene = sub.add_parser("intervene", help="set or scale features and compare the top logits (and generations)")
+    intervene.add_argument("--model", required=True, help="local Hugging Face model directory (or 'toyworld')")
+    intervene.add_argument("--transcoders", required=True, help="transcoder directory (or 'toyworld-clt' / 'toyworld-plt')")
+    intervene.add_argument("--prompt", required=True)
+    intervene.add_argument("--set", action="append", metavar="L:P:F=V", help="set feature F of layer L at position P to V")
+    intervene.add_argument("--scale", action="append", metavar="L:P:F=K", help="multiply that feature's activation by K")
+    intervene.add_argument("--mode", choices=["free", "frozen_attention", "constrained"], default="free")
+    intervene.add_argument("--constrain-layers", default=None, help="with --mode constrained: comma-separated layers [all]")
+    intervene.add_argument("--generate", type=int, default=0, metavar="N", help="also generate N tokens before and after")
+    intervene.add_argument("--top", type=int, default=5, help="how many top tokens to show [5]")
+    intervene.set_defaults(func=cmd_intervene)
 
     from .training.cli import add_train_parser
 

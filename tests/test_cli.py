@@ -37,3 +37,26 @@ def test_trace_bad_model_dir_is_one_clear_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("circuit-atlas: error:") and "does not exist" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_intervene_on_the_toy_world():
+    prompt = "The capital of the state containing Dallas is"
+    r = _cli("intervene", "--model", "toyworld", "--transcoders", "toyworld-clt", "--prompt", prompt,
+             "--scale", "2:-1:432=-2", "--scale", "2:-1:223=-2", "--mode", "frozen_attention", "--generate", "3")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1].split() == ["before", "after"]
+    assert lines[2].startswith("' Austin'")  # clean top-1
+    assert "generated before: ' Austin" in r.stdout
+
+
+def test_intervene_bad_spec_is_one_clear_error():
+    r = _cli("intervene", "--model", "toyworld", "--transcoders", "toyworld-clt", "--prompt", "x", "--set", "2:-1=3")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "circuit-atlas: error: cannot read intervention '2:-1=3'; write LAYER:POSITION:FEATURE=NUMBER, e.g. "
+        "2:-1:432=0 (POSITION: an int, 'all', or '5+' for 5 onwards)"
+    ]
+    r = _cli("intervene", "--model", "toyworld", "--transcoders", "toyworld-clt", "--prompt", "The capital of",
+             "--set", "9:-1:3=1")  # fmt: skip
+    assert r.returncode == 2 and "layer 9 does not exist" in r.stderr
