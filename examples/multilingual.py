@@ -1,0 +1,160 @@
+"""Multilingual antonyms in the toy world: "Le contraire de petit est" -> " grand".
+
+    python examples/multilingual.py [--out DIR] [--transcoders toyworld-clt|toyworld-plt]
+
+The papers find the same "small", "opposite" and "say large" features on "The opposite of small
+is" / "Le contraire de petit est" / "小的反义词是", with a few language features deciding the
+output language, and check it by intervening: French off (English output), French off + Chinese
+on (Chinese output), small -> big (the answer becomes "petit"), opposite -> synonym. We redo it
+on the toy world with supernodes found by rules (circuit_atlas/interventions/discovery.py), all on
+the French prompt's pruned graph; the other prompts are aligned onto its positions by role
+(operand on operand, last token on last token; same-length prompts align token by token):
+
+    French     absent (or below half) on both the English and the Chinese prompt
+    Chinese    the Chinese prompt's own pruned-graph features absent on the French and English ones
+    petit      absent on "Le contraire de grand est"   (its replacement: grand's own, vs petit)
+    opposite   absent on "Un synonyme de petit est"    (its replacement: synonym's own, vs opposite)
+    shared     active at the last token in all three languages (the multilingual part)
+
+Each swap runs twice: with the papers' rule (supernode x-2, replacement +2x its activation) and
+with plain patching (supernode x0, replacement at 1x its own activation).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from experiments import INJECT, SUPPRESS, Experiments, load, parse_args
+
+from circuit_atlas import attribute
+from circuit_atlas.interventions import Supernode, scale_by
+from circuit_atlas.interventions.discovery import (
+    active_features,
+    align_positions,
+    contrast,
+    graph_features,
+    inject,
+    link_weight,
+    move,
+    select,
+    shared,
+    supernode,
+)
+from circuit_atlas.interventions.supernodes import InterventionGraph
+
+FR, EN, ZH = "Le contraire de petit est", "The opposite of small is", "小的反义词是"
+GRAND, SYNONYM = "Le contraire de grand est", "Un synonyme de petit est"
+ANCHORS = {ZH: [(1, 4), (-1, -1)]}  # 小 is the operand (position 1), like petit (position 4)
+ENGLISH = {" big", " large", " huge", " tall"}  # English answers the paper's French-off should give
+RULES = {"-2x": (SUPPRESS, INJECT), "0x": (0.0, 1.0)}  # (factor on the supernode, factor on the replacement)
+
+
+def find_supernodes(model) -> dict:
+    """The French graph, its supernodes and their replacements (feature sets on the French positions)."""
+    ids = model.tokenize(FR).tolist()
+    last = len(ids) - 1
+
+    def onto_fr(prompt: str, features: dict) -> dict:
+        return move(features, align_positions(model.tokenize(prompt).tolist(), ids, ANCHORS.get(prompt, ())))
+
+    def pruned(prompt: str) -> dict:
+        return graph_features(attribute(model, prompt, progress=False).prune())
+
+    acts = {p: onto_fr(p, active_features(model, p)) for p in (FR, EN, ZH, GRAND, SYNONYM)}
+    graph = attribute(model, FR, progress=False)
+    fr = graph_features(graph.prune())
+    sets = {
+        "French": contrast(contrast(fr, acts[EN]), acts[ZH]),
+        "petit": contrast(fr, acts[GRAND]),
+        "opposite": contrast(fr, acts[SYNONYM]),
+        "shared": shared(select(acts[FR], positions=[last]), acts[EN], acts[ZH]),
+    }
+    replacements = {
+        "Chinese": contrast(contrast(onto_fr(ZH, pruned(ZH)), acts[FR]), acts[EN]),
+        "English": contrast(contrast(onto_fr(EN, pruned(EN)), acts[FR]), acts[ZH]),
+        "grand": contrast(onto_fr(GRAND, pruned(GRAND)), acts[FR]),
+        "synonym": contrast(onto_fr(SYNONYM, pruned(SYNONYM)), acts[FR]),
+    }
+    return {"graph": graph, "pruned": fr, "sets": sets, "replacements": replacements}
+
+
+def swap(original: dict, new: dict, down: float, up: float) -> list:
+    """Interventions: `original` x down, `new` set to up x its activation. A feature in both sets
+    is edited once, to the replacement's value."""
+    keep = {f: v for f, v in original.items() if f not in new}
+    return ([scale_by(supernode("off", keep), down)] if keep else []) + inject(new, up)
+
+
+def main() -> None:
+    args = parse_args(__doc__, "multilingual")
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # no CJK font: 大 shows as a box
+    model = load(args.transcoders)
+    found = find_supernodes(model)
+    graph, fr, sets, replacements = found["graph"], found["pruned"], found["sets"], found["replacements"]
+    last = len(graph.tokens) - 1
+    print(f"prompt: {FR!r}   transcoders: {args.transcoders}   pruned graph: {len(fr)} features, "
+          f"{len(select(fr, positions=[last]))} of them at the last token")  # fmt: skip
+    for name, feats in {**sets, **replacements}.items():
+        layers = sorted({f.layer for f in feats})
+        print(f"  {name}: {len(feats)} features (layers {layers}, positions {sorted({f.position for f in feats})})")
+    overlap = set(sets["French"]) & set(sets["petit"])
+    print(f"  French and petit share {len(overlap)} features: in the toy world the operand's language and its "
+          "identity are carried by the same last-token features")  # fmt: skip
+
+    nodes = {name: supernode(name, feats) for name, feats in sets.items()}
+    tokens = {'"petit"': ["emb:4"], '"contraire"': ["emb:2"]}
+    links = {
+        (a, b): link_weight(graph, tokens[a], nodes[b]) for a, b in [('"petit"', "petit"), ('"contraire"', "opposite")]
+    }
+    to_logit = {name: link_weight(graph, node, ["logit:0"]) for name, node in nodes.items()}
+    print("  direct effects: " + ", ".join(f"{a} -> {b} {w:+.2f}" for (a, b), w in links.items()) + "; on the "
+          f"{graph.logit_labels[0]!r} logit: " + ", ".join(f"{n} {w:+.2f}" for n, w in to_logit.items()))  # fmt: skip
+    clean = active_features(model, FR)
+
+    def make_graph() -> InterventionGraph:
+        rows = [[Supernode(t) for t in tokens],
+                [nodes["petit"], nodes["opposite"], nodes["French"], nodes["shared"]]]  # fmt: skip
+        g = InterventionGraph(rows, FR, edges=[e for e, w in links.items() if w > 0])
+        g.initialize("all", clean)
+        return g
+
+    ex = Experiments(model, FR, make_graph, args.out, key_tokens=[" grand", " big", "大", " petit", " menu"])
+
+    # --- French off ---------------------------------------------------------------------------
+    for factor in (0.0, SUPPRESS):
+        ex.run(f"french_x{factor:g}", f"French x{factor:g}   (paper: the answer comes out in English, 'big')",
+               [scale_by(nodes["French"], factor)], {"French": f"{factor:g}x"})  # fmt: skip
+
+    # --- swaps: French -> Chinese / English, petit -> grand, opposite -> synonym ----------------
+    swaps = [("French", "Chinese", "大"), ("French", "English", " big"), ("petit", "grand", " petit"),
+             ("opposite", "synonym", " menu")]  # fmt: skip
+    outcome = {}
+    for original, new, expected in swaps:
+        rep = replacements[new]
+        for rule, (down, up) in RULES.items():
+            measured = ex.run(f"{original}_to_{new}_{rule}", f"{original} x{down:g}, {new} +{up:g}x   "
+                              f"(paper: {expected.strip()!r})", swap(sets[original], rep, down, up),
+                              {original: f"{down:g}x"},
+                              replacement=(original, supernode(new, rep), {f: up * v for f, v in rep.items()}))  # fmt: skip
+            outcome[(original, new, rule)] = (expected, measured["top"][0][0])
+
+    # --- where the toy world differs from the paper ----------------------------------------------
+    print("\n== toy world vs paper")
+    for factor in ("0", "-2"):
+        got = ex.results[f"french_x{factor}"]
+        verdict = "same" if got["top"][0][0] in ENGLISH else "differs: not an English answer"
+        print(f"  French x{factor}: top {got['top'][0][0]!r}, ' big' {got['key'][' big']:.1%} "
+              f"(paper: English output; {verdict})")  # fmt: skip
+    for (original, new, rule), (expected, got) in outcome.items():
+        print(
+            f"  {original} -> {new}, {rule} rule: {got!r} (paper: {expected!r}; {'same' if got == expected else 'differs'})"
+        )
+    print(f"  Shared last-token features across the three languages: {len(sets['shared'])}; French and petit "
+          f"share {len(overlap)} of {len(sets['French'])} French features. The papers find a shared multilingual "
+          "core with separate language features; the 4-layer toy world keeps the language tied to the word.")  # fmt: skip
+    print(f"\nfigures: {Path(args.out).resolve()}")
+
+
+if __name__ == "__main__":
+    main()
