@@ -33,19 +33,27 @@ from circuit_atlas.interventions.discovery import (
     active_features,
     align_positions,
     contrast,
+    favouring,
     graph_features,
-    inject,
     link_weight,
     move,
     select,
     shared,
     supernode,
+    swap,
 )
 from circuit_atlas.interventions.supernodes import InterventionGraph
 
 FR, EN, ZH = "Le contraire de petit est", "The opposite of small is", "小的反义词是"
 GRAND, SYNONYM = "Le contraire de grand est", "Un synonyme de petit est"
-ANCHORS = {ZH: [(1, 4), (-1, -1)]}  # 小 is the operand (position 1), like petit (position 4)
+# Code-switched prompts: the answer follows the sentence's language, not the word's.
+FR_SMALL, ZH_SMALL, EN_PETIT, EN_XIAO = "Le contraire de small est", "small的反义词是", "The opposite of petit is", "The opposite of 小 is"
+LANGUAGES = {  # prompt: (its answer, the English / French answer it competes with, same frame + other word, other frame + same word)
+    FR: (" grand", " big", FR_SMALL, EN_PETIT),
+    ZH: ("大", " big", ZH_SMALL, EN_XIAO),
+    EN: (" big", " grand", EN_PETIT, FR_SMALL),
+}
+ANCHORS = {ZH: [(1, 4), (-1, -1)], ZH_SMALL: [(1, 4), (-1, -1)]}  # the operand (position 1), like petit (position 4)
 ENGLISH = {" big", " large", " huge", " tall"}  # English answers the paper's French-off should give
 RULES = {"-2x": (SUPPRESS, INJECT), "0x": (0.0, 1.0)}  # (factor on the supernode, factor on the replacement)
 
@@ -61,11 +69,20 @@ def find_supernodes(model) -> dict:
     def pruned(prompt: str) -> dict:
         return graph_features(attribute(model, prompt, progress=False).prune())
 
-    acts = {p: onto_fr(p, active_features(model, p)) for p in (FR, EN, ZH, GRAND, SYNONYM)}
+    acts = {p: onto_fr(p, active_features(model, p)) for p in (FR, EN, ZH, GRAND, SYNONYM, FR_SMALL, ZH_SMALL,
+                                                                EN_PETIT, EN_XIAO)}  # fmt: skip
+
+    def language(prompt: str) -> dict:
+        """Features that favour this language's answer over the other language's, stay on with a
+        foreign word in the same sentence, and are off with this word in a foreign sentence."""
+        answer, other, same_frame, same_word = LANGUAGES[prompt]
+        favour = onto_fr(prompt, favouring(model, prompt, answer, other))
+        return contrast(shared(favour, acts[same_frame]), acts[same_word])
+
     graph = attribute(model, FR, progress=False)
     fr = graph_features(graph.prune())
     sets = {
-        "French": contrast(contrast(fr, acts[EN]), acts[ZH]),
+        "French": language(FR),
         "petit": contrast(fr, acts[GRAND]),
         "opposite": contrast(fr, acts[SYNONYM]),
         "shared": shared(select(acts[FR], positions=[last]), acts[EN], acts[ZH]),
@@ -77,13 +94,6 @@ def find_supernodes(model) -> dict:
         "synonym": contrast(onto_fr(SYNONYM, pruned(SYNONYM)), acts[FR]),
     }
     return {"graph": graph, "pruned": fr, "sets": sets, "replacements": replacements}
-
-
-def swap(original: dict, new: dict, down: float, up: float) -> list:
-    """Interventions: `original` x down, `new` set to up x its activation. A feature in both sets
-    is edited once, to the replacement's value."""
-    keep = {f: v for f, v in original.items() if f not in new}
-    return ([scale_by(supernode("off", keep), down)] if keep else []) + inject(new, up)
 
 
 def main() -> None:

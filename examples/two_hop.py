@@ -38,12 +38,12 @@ from circuit_atlas.interventions.discovery import (
     align_positions,
     contrast,
     graph_features,
-    inject,
     link_weight,
     move,
     promoting,
     select,
     supernode,
+    swap,
     token_span,
     without,
 )
@@ -148,15 +148,14 @@ def main() -> None:
         print(f"\n{region} from {prompt!r}: {len(moved_all)} specific features on the Dallas positions, "
               f"{len(moved_all) - len(moved_state)} of them say-{answer.strip()}")  # fmt: skip
         # The whole region (state + say-capital features) for the whole Texas (+ say Austin) ...
-        both = Supernode("Texas + say Austin", children=[nodes["Texas"], nodes["say Austin"]])
         whole = ex.run(f"swap_{region.replace(' ', '_')}", f"Texas + say Austin x-2, {region} (+ say {answer.strip()}) "
-                       f"+2x   (paper: {answer.strip()})", [scale_by(both, SUPPRESS)] + inject(moved_all, INJECT),
+                       f"+2x   (paper: {answer.strip()})", swap({**texas, **say_austin}, moved_all, SUPPRESS, INJECT),
                        {"Texas": "-2x", "say Austin": "-2x"},
                        replacement=("Texas", supernode(region, moved_all), {f: INJECT * v for f, v in moved_all.items()}))  # fmt: skip
         # ... and the paper's narrower swap: state features only, say-Austin left to follow.
         state_only = ex.run(f"swap_{region.replace(' ', '_')}_state_only", f"Texas x-2, {region} state features +2x "
                             f"(say features untouched)   (paper: {answer.strip()})",
-                            [scale_by(nodes["Texas"], SUPPRESS)] + inject(moved_state, INJECT), {"Texas": "-2x"},
+                            swap(texas, moved_state, SUPPRESS, INJECT), {"Texas": "-2x"},
                             replacement=("Texas", supernode(region, moved_state),
                                          {f: INJECT * v for f, v in moved_state.items()}))  # fmt: skip
         swaps[region] = (answer, whole, state_only)

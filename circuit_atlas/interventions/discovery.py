@@ -34,7 +34,7 @@ from itertools import pairwise
 
 from ..features.describe import decoder_logits
 from ..graph.graph import FEATURE, Graph
-from .spec import Feature, Intervention, Supernode, set_to
+from .spec import Feature, Intervention, Supernode, scale_by, set_to
 
 FeatureSet = dict[Feature, float]
 
@@ -224,3 +224,23 @@ def inject(features: FeatureSet, factor: float = 2.0) -> list[Intervention]:
     """Set every feature to `factor` x its activation in the set (the papers inject a replacement
     concept at +2x the activation it had on its own prompt)."""
     return [set_to(f, factor * v) for f, v in sorted(features.items())]
+
+
+def swap(original: FeatureSet, new: FeatureSet, down: float = -2.0, up: float = 2.0) -> list[Intervention]:
+    """Replace one concept by another: `original` scaled by `down`, `new` set to `up` x its own
+    activation. A feature in both sets is edited once, to the replacement's value."""
+    keep = {f: v for f, v in original.items() if f not in new}
+    return ([scale_by(supernode("original", keep), down)] if keep else []) + inject(new, up)
+
+
+def favouring(model, prompt: str, good: str | int, bad: str | int) -> FeatureSet:
+    """Features of `prompt` whose direct effect favours token `good` over `bad` (a positive edge to
+    the LogitDiff(good, bad) target of the prompt's full graph), with their activations."""
+    from ..attribution.attribute import attribute
+    from ..attribution.targets import LogitDiff
+    from ..graph.graph import LOGIT
+
+    graph = attribute(model, prompt, targets=[LogitDiff(good, bad)], progress=False)
+    row = graph.adjacency[int((graph.kind == LOGIT).nonzero()[0, 0])]
+    index = {node: i for i, node in enumerate(graph.ids)}
+    return {f: v for f, v in graph_features(graph).items() if row[index[f.id]] > 0}

@@ -14,7 +14,9 @@ One document is one short sentence (or a two-sentence chain). Categories and the
 - opposites / synonyms in English, French, Chinese: "The opposite of small is big.",
   "Le contraire de petit est grand.", "小的反义词是大。"
 - translations and code-switched opposites: "petit is French for small.",
-  "The opposite of petit is grand."
+  "The opposite of petit is big.", "Le contraire de small est grand." -- the answer is in the
+  language of the sentence, not of the word, so the model needs the word's meaning apart from its
+  language, and the output language apart from the word (the papers' multilingual picture)
 - filler: "The cat found a letter today.", "Le chat dort.", "猫在睡觉。"
 
 Held-out cities: one per region (the showcase cities Dallas, Oakland, Shanghai, Vancouver are always
@@ -123,7 +125,10 @@ class CorpusConfig:
     w_translation: float = 0.04
     """Weight of translations ("petit is French for small.")."""
     w_codeswitch: float = 0.03
-    """Weight of code-switched opposites ("The opposite of petit is grand.")."""
+    """Weight of code-switched opposites ("The opposite of petit is big.": answer in the frame's language)."""
+    language_weights: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    """How often English, French and Chinese are picked for opposites, synonyms and code-switched
+    frames: English is the most common language, as in real text."""
     w_filler: float = 0.03
     """Weight of filler sentences."""
     extra: dict = field(default_factory=dict)
@@ -198,13 +203,17 @@ class _Sampler:
         c, r = rng.choice(self.trained)
         return rng.choice(CHAIN_TEMPLATES).format(city=c, region=r.name, capital=r.capital, kind=_kind_word(r, rng))
 
+    def _language(self, rng, exclude: str | None = None) -> str:
+        langs = [(lang, w) for lang, w in zip(("en", "fr", "zh"), self.cfg.language_weights) if lang != exclude]
+        return rng.choices([lang for lang, _ in langs], weights=[w for _, w in langs])[0]
+
     def _opposite(self, rng):
-        lang = rng.choice(("en", "fr", "zh"))
+        lang = self._language(rng)
         a, b = _pair(rng, lang)
         return OPPOSITE_TEMPLATES[lang].format(a=a, b=b)
 
     def _synonym(self, rng):
-        lang = rng.choice(("en", "fr", "zh"))
+        lang = self._language(rng)
         a, b = rng.choice(W.SYNONYMS[lang])
         if rng.random() < 0.5:
             a, b = b, a
@@ -219,12 +228,14 @@ class _Sampler:
         return rng.choice(TRANSLATION_TEMPLATES).format(w=w, en=en, lang=W.LANGUAGE_NAMES[lang])
 
     def _codeswitch(self, rng):
-        frame = rng.choice(("en", "fr"))
-        words = rng.choice(("fr", "zh")) if frame == "en" else rng.choice(("en", "zh"))
+        # A word of one language in another language's sentence; the answer follows the sentence.
+        frame = self._language(rng)
+        words = self._language(rng, exclude=frame)
         frame_words = {w for concept in W.OPPOSITES for w in concept[_LANG_INDEX[frame]]}
-        while True:  # skip pairs whose words also exist in the frame's language ("long")
-            a, b = _pair(rng, words)
-            if a not in frame_words and b not in frame_words:
+        while True:  # skip words that also exist in the frame's language ("long")
+            concept, j = rng.choice(W.OPPOSITES), rng.randrange(2)
+            a, b = concept[_LANG_INDEX[words]][j], concept[_LANG_INDEX[frame]][1 - j]
+            if a not in frame_words:
                 return OPPOSITE_TEMPLATES[frame].format(a=a, b=b)
 
     def _filler(self, rng):
@@ -309,15 +320,16 @@ def eval_sets(seed: int = 0) -> dict[str, list[tuple[str, str]]]:
             items.append((EVAL_OPPOSITE[lang].format(a=a), sp + b))
             items.append((EVAL_OPPOSITE[lang].format(a=b), sp + a))
         sets[f"opposites_{lang}"] = items
-    # code-switched: English frame, French / Chinese words (trained; not a quality floor)
-    en_words = {w for concept in W.OPPOSITES for w in concept[0]}
+    # code-switched: English or French frame, words of the other languages, answer in the frame's language
     items = []
-    for concept in W.OPPOSITES:
-        for li in (1, 2):
-            a, b = concept[li]
-            if a in en_words or b in en_words:
-                continue
-            items += [(EVAL_OPPOSITE["en"].format(a=a), " " + b), (EVAL_OPPOSITE["en"].format(a=b), " " + a)]
+    for frame, fi in (("en", 0), ("fr", 1)):
+        frame_words = {w for concept in W.OPPOSITES for w in concept[fi]}
+        for concept in W.OPPOSITES:
+            for li in {0, 1, 2} - {fi}:
+                for j in range(2):
+                    a, b = concept[li][j], concept[fi][1 - j]
+                    if a not in frame_words:
+                        items.append((EVAL_OPPOSITE[frame].format(a=a), " " + b))
     sets["opposites_codeswitch"] = items
     return sets
 

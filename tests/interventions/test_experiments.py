@@ -3,9 +3,8 @@
 - discovery.py on its own: set rules on hand-made sets, position alignment, and on a tiny random
   model token spans, decoder promotion, graph features and edge sums;
 - examples/two_hop.py and examples/multilingual.py: the supernodes they find on the shipped toy
-  world (CLT) and the outcomes the toy world shows. French off -> English is asserted as a strict
-  xfail: the toy world does not show it (see examples/README.md); a retrained toy world that does
-  will turn this test red, and the marker should then go.
+  world (CLT) and the outcomes the toy world shows, the two the issue requires among them:
+  Texas -> California gives Sacramento, and French off gives an English answer.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from circuit_atlas.interventions import Feature, Supernode, scale_by
 from circuit_atlas.interventions.discovery import (
     align_positions,
     contrast,
+    favouring,
     graph_features,
     inject,
     link_weight,
@@ -33,6 +33,7 @@ from circuit_atlas.interventions.discovery import (
     select,
     shared,
     supernode,
+    swap,
     token_span,
     without,
 )
@@ -120,6 +121,38 @@ def test_token_span_counts_the_bos():
         token_span(model, PROMPT, "Paris")
 
 
+def test_swap_edits_each_feature_once():
+    original, new = {A: 2.0, B: 1.0}, {B: 3.0, C: 4.0}
+    ivs = swap(original, new, -2.0, 2.0)
+    assert ivs[0].scale == -2.0 and ivs[0].subject.features == [A]  # B is in both: edited once, as new
+    assert [(iv.subject, iv.value) for iv in ivs[1:]] == [(B, 6.0), (C, 8.0)]
+    assert swap({A: 1.0}, {A: 2.0}) == inject({A: 2.0}, 2.0)
+
+
+def test_favouring_features_carry_the_logit_difference():
+    """Fully constrained (the graph's linear model), switching the favouring features off lowers
+    logit(good) - logit(bad) by exactly the sum of their direct effects."""
+    from circuit_atlas import LogitDiff
+    from circuit_atlas.graph.graph import LOGIT
+
+    model = tiny()
+    good, bad = "Austin", "Texas"
+    feats = favouring(model, PROMPT, good, bad)
+    graph = attribute(model, PROMPT, targets=[LogitDiff(good, bad)], progress=False)
+    row = graph.adjacency[int((graph.kind == LOGIT).nonzero()[0, 0])].double()
+    index = {node: i for i, node in enumerate(graph.ids)}
+    assert feats and all(row[index[f.id]] > 0 for f in feats)
+    assert len(feats) < len(graph_features(graph))
+    g, b = (model.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in (good, bad))
+
+    def diff(ivs):
+        lp = model.intervene(PROMPT, ivs, mode="constrained").logits_pre_softcap[-1]
+        return float(lp[g] - lp[b])
+
+    expected = sum(float(row[index[f.id]]) for f in feats)
+    assert diff([]) - diff([scale_by(supernode("f", feats), 0.0)]) == pytest.approx(expected, rel=1e-4)
+
+
 def test_promoting_reads_the_decoder_top_k():
     model = tiny()
     f = Feature(1, 4, 3)
@@ -192,24 +225,25 @@ def test_two_hop_supernodes_are_found():
     assert {f.position for f in sets["say a capital"]} == {last}
 
 
+def _region_swap(model, th, region: str):
+    """The example's whole-region swap: Texas + say Austin x-2, the region's features +2x."""
+    sets = two_hop_found()["sets"]
+    moved, _ = th.replacement(model, region)
+    return swap({**sets["Texas"], **sets["say Austin"]}, moved, -2.0, 2.0)
+
+
 def test_texas_to_california_makes_sacramento_top():
     """The issue's first required outcome: Texas (with say Austin) x-2, California +2x -> Sacramento."""
     model, th = toyworld(), _example("two_hop")
-    sets = two_hop_found()["sets"]
-    california, _ = th.replacement(model, "California")
-    texas = Supernode("Texas", children=[supernode("T", sets["Texas"]), supernode("A", sets["say Austin"])])
-    top, probs = _top(model, th.PROMPT, [scale_by(texas, -2.0)] + inject(california, 2.0))
+    top, probs = _top(model, th.PROMPT, _region_swap(model, th, "California"))
     assert top == " Sacramento"
-    assert probs.max() < 0.5  # the swap wins, but weakly (about 13%): say so rather than hide it
+    assert probs.max() < 0.5  # the swap wins, but weakly (about 22%): say so rather than hide it
 
 
 @pytest.mark.parametrize("region, capital", [("China", " Beijing"), ("British Columbia", " Victoria")])
 def test_texas_to_other_regions(region, capital):
     model, th = toyworld(), _example("two_hop")
-    sets = two_hop_found()["sets"]
-    moved, _ = th.replacement(model, region)
-    texas = Supernode("Texas", children=[supernode("T", sets["Texas"]), supernode("A", sets["say Austin"])])
-    assert _top(model, th.PROMPT, [scale_by(texas, -2.0)] + inject(moved, 2.0))[0] == capital
+    assert _top(model, th.PROMPT, _region_swap(model, th, region))[0] == capital
 
 
 def test_two_hop_ablations():
@@ -229,20 +263,23 @@ def multilingual_found():
     return _example("multilingual").find_supernodes(toyworld())
 
 
-@pytest.mark.xfail(strict=True, reason="toy world: no feature carries 'French' apart from the word petit; "
-                   "ablating French features gives ' in' / ' Athens', never English (examples/README.md)")  # fmt: skip
 def test_french_off_gives_english():
-    """The issue's second required outcome. It does not hold on the shipped toy world."""
+    """The issue's second required outcome: the French language supernode x-2 -> an English answer."""
     model, ml = toyworld(), _example("multilingual")
     french = supernode("French", multilingual_found()["sets"]["French"])
-    outcomes = [_top(model, ml.FR, [scale_by(french, f)])[0] for f in (0.0, -2.0)]
-    assert any(t in ml.ENGLISH for t in outcomes)
+    top, probs = _top(model, ml.FR, [scale_by(french, -2.0)])
+    assert top == " big"
+    grand = model.tokenizer(" grand", add_special_tokens=False)["input_ids"][0]
+    assert probs[grand] < 0.05  # from 97 %
+    # switched off but not inverted (x0), the frame's French tokens still carry the language
+    assert _top(model, ml.FR, [scale_by(french, 0.0)])[0] == " grand"
 
 
-def test_french_to_chinese_by_patching_and_petit_to_grand_by_the_paper_rule():
+def test_multilingual_swaps():
     model, ml = toyworld(), _example("multilingual")
     found = multilingual_found()
     sets, rep = found["sets"], found["replacements"]
-    assert _top(model, ml.FR, ml.swap(sets["French"], rep["Chinese"], 0.0, 1.0))[0] == "大"
-    assert _top(model, ml.FR, ml.swap(sets["petit"], rep["grand"], -2.0, 2.0))[0] == " petit"
-    assert len(sets["shared"]) <= 2  # the toy world shares almost nothing across languages
+    assert _top(model, ml.FR, swap(sets["French"], rep["Chinese"], 0.0, 1.0))[0] == "大"
+    assert _top(model, ml.FR, swap(sets["French"], rep["English"], -2.0, 2.0))[0] == " big"
+    assert _top(model, ml.FR, swap(sets["petit"], rep["grand"], 0.0, 1.0))[0] == " petit"
+    assert _top(model, ml.FR, swap(sets["opposite"], rep["synonym"], -2.0, 2.0))[0] == " menu"
