@@ -10,8 +10,12 @@ on the toy world with supernodes found by rules (circuit_atlas/interventions/dis
 the French prompt's pruned graph; the other prompts are aligned onto its positions by role
 (operand on operand, last token on last token; same-length prompts align token by token):
 
-    French     absent (or below half) on both the English and the Chinese prompt
+    French     features that favour " grand" over " big" (a positive edge to that logit difference),
+               stay on with an English word in the French sentence ("Le contraire de small est",
+               answered " grand": the answer follows the sentence's language) and are off with
+               "petit" in an English sentence ("The opposite of petit is")
     Chinese    the Chinese prompt's own pruned-graph features absent on the French and English ones
+    English    the same for the English prompt
     petit      absent on "Le contraire de grand est"   (its replacement: grand's own, vs petit)
     opposite   absent on "Un synonyme de petit est"    (its replacement: synonym's own, vs opposite)
     shared     active at the last token in all three languages (the multilingual part)
@@ -109,8 +113,8 @@ def main() -> None:
         layers = sorted({f.layer for f in feats})
         print(f"  {name}: {len(feats)} features (layers {layers}, positions {sorted({f.position for f in feats})})")
     overlap = set(sets["French"]) & set(sets["petit"])
-    print(f"  French and petit share {len(overlap)} features: in the toy world the operand's language and its "
-          "identity are carried by the same last-token features")  # fmt: skip
+    print(f"  French and petit share {len(overlap)} of {len(sets['French'])} features: the output language is "
+          "carried apart from the operand, as in the papers")  # fmt: skip
 
     nodes = {name: supernode(name, feats) for name, feats in sets.items()}
     tokens = {'"petit"': ["emb:4"], '"contraire"': ["emb:2"]}
@@ -160,9 +164,10 @@ def main() -> None:
         print(
             f"  {original} -> {new}, {rule} rule: {got!r} (paper: {expected!r}; {'same' if got == expected else 'differs'})"
         )
-    print(f"  Shared last-token features across the three languages: {len(sets['shared'])}; French and petit "
-          f"share {len(overlap)} of {len(sets['French'])} French features. The papers find a shared multilingual "
-          "core with separate language features; the 4-layer toy world keeps the language tied to the word.")  # fmt: skip
+    print(f"  Shared last-token features across the three languages: {len(sets['shared'])}. As in the papers, "
+          "language features decide the output language apart from the operand; unlike them, switching French "
+          "off (x0) is not enough here: the frame's French tokens still carry the language through attention, so "
+          "only inverting it (x-2) lets the English answer through.")  # fmt: skip
     print(f"\nfigures: {Path(args.out).resolve()}")
 
 

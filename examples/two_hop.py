@@ -137,6 +137,9 @@ def main() -> None:
         "capital": "the model names the state (Texas) instead of its capital",
     }
     for name in sets:
+        if not sets[name]:
+            print(f"\n== {name}: the rule finds no features with these transcoders; nothing to ablate")
+            continue
         for factor in (0.0, SUPPRESS):
             ex.run(f"{name.replace(' ', '_')}_x{factor:g}", f"{name} x{factor:g}   (expected from the paper at x-2: {paper[name]})",
                    [scale_by(nodes[name], factor)], {name: f"{factor:g}x"})  # fmt: skip

@@ -42,7 +42,7 @@ def test_trace_bad_model_dir_is_one_clear_error(tmp_path):
 def test_intervene_on_the_toy_world():
     prompt = "The capital of the state containing Dallas is"
     r = _cli("intervene", "--model", "toyworld", "--transcoders", "toyworld-clt", "--prompt", prompt,
-             "--scale", "2:-1:432=-2", "--scale", "2:-1:223=-2", "--mode", "frozen_attention", "--generate", "3")  # fmt: skip
+             "--scale", "0:9:67=-2", "--scale", "0:-1:917=-2", "--mode", "frozen_attention", "--generate", "3")  # fmt: skip
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[1].split() == ["before", "after"]
