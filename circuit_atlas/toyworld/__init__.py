@@ -27,8 +27,11 @@ Design (measured on 2 CPU cores; see metrics.json of the shipped model):
   on seeds 0, 1, 2, with every one-hop fact, trained two-hop fact and opposite at 100 %.
 - "Address: Dallas TX." sentences put the region on the city's last token (the model must know
   the region there), so "Dallas -> Texas" is computed over the city span by the early layers.
-- Translations ("petit is French for small.") and code-switched opposites ("The opposite of petit
-  is grand.") give a language-independent "opposite" representation a reason to exist.
+- Translations ("petit is French for small.") and code-switched opposites that answer in the
+  sentence's language ("The opposite of petit is big.", "Le contraire de small est grand.") give
+  a language-independent meaning, and an output language apart from the word, a reason to exist.
+  (Answering in the word's language instead, a first version, left no language features: the
+  model looked "petit -> grand" up directly.) English is half of the multilingual text.
 """
 
 from .build import build_toyworld_model
