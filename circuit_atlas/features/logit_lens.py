@@ -1,14 +1,17 @@
-"""Where in the model does a token's evidence appear? Active features read through the unembedding.
+"""Where in the model does a token appear? The residual stream and the features read through the unembedding.
 
-For a prompt, each active feature (layer l, position p, activation a) writes a·W_dec into the
-residual stream; its direct push on token t is a · (u_t − mean_j u_j)·(g ⊙ Σ_j W_dec[f, j])
-(see describe.py). Summing that over the features of one layer at a group of positions shows
-layer by layer where the model represents, say, " Texas" and " Austin".
+For a prompt, after each layer and at chosen positions: the rank of a token when the residual
+stream is passed through the final norm and the unembedding (the "logit lens"), and the active
+transcoder feature whose decoder pushes that token hardest, a * (u_t - mean_j u_j) . (g * W_dec)
+(see describe.py). This is how the README reports where " Texas" and " Austin" appear.
 """
 
 from __future__ import annotations
 
 import torch
+
+from ..models.forward import apply_norm, norm_scale
+from .describe import decoder_logits, promoted_tokens
 
 
 def token_id(model, token: str) -> int:
@@ -16,34 +19,46 @@ def token_id(model, token: str) -> int:
     return int(ids[0])  # a multi-token word is represented by its first token
 
 
-@torch.no_grad()
-def layer_token_push(model, prompt: str, tokens: list[str], positions: dict[str, list[int]]) -> list[dict]:
-    """Rows per layer: {'layer': l, '<token>@<group>': summed direct push, ...}."""
-    from ..attribution.context import build_context
+def _rank(logits: torch.Tensor, token: int) -> int:
+    return int((logits > logits[token]).sum()) + 1
 
-    ids = model.tokenize(prompt)
-    ctx = build_context(model.freeze(ids))
+
+@torch.no_grad()
+def where_tokens_appear(model, prompt: str, tokens: list[str], positions: dict[str, int]) -> list[dict]:
+    """Per layer (after its MLP) and position: lens rank of each token, and its strongest feature."""
     w, tc = model.weights, model.transcoders
-    U = w.W_U - w.W_U.mean(0)  # demeaned unembedding
-    targets = torch.stack([U[token_id(model, t)] for t in tokens]) * w.final_norm.gain  # (K, d)
+    if (tc.input_hook, tc.output_hook) != ("hook_resid_mid", "hook_mlp_out"):
+        raise ValueError(
+            "where_tokens_appear rebuilds the residual stream from the transcoder sites, so it needs "
+            f"transcoders read at hook_resid_mid and written at hook_mlp_out (these use {tc.input_hook} -> {tc.output_hook})"
+        )
+    ids = model.tokenize(prompt)
+    run = model.run(ids)
+    acts = model.activations(ids)
+    tids = [token_id(model, t) for t in tokens]
     rows = []
     for l in range(model.n_layers):
+        resid = run.feature_inputs[l] + run.mlp_outputs[l]  # residual stream after layer l
+        lens = apply_norm(w.final_norm, resid, norm_scale(w.final_norm, resid)) @ w.W_U.T
+        if w.b_U is not None:
+            lens = lens + w.b_U
         row = {"layer": l}
-        mask = ctx.features[:, 0] == l
-        feats, acts = ctx.features[mask], ctx.activations[mask]
-        write = tc.W_dec[l][feats[:, 2]].sum(1) * acts[:, None]  # (n, d) total write of each feature
-        push = write @ targets.T  # (n, K)
-        for group, pos in positions.items():
-            at = torch.isin(feats[:, 1], torch.tensor(pos))
-            for k, t in enumerate(tokens):
-                row[f"{t.strip()}@{group}"] = float(push[at, k].sum())
+        for group, p in positions.items():
+            for t, tid in zip(tokens, tids):
+                row[f"rank {t.strip()} @ {group}"] = _rank(lens[p], tid)
+        for t, tid in zip(tokens, tids):
+            best, best_push = None, 0.0
+            for f, a in acts.active(l):
+                if f.position in positions.values():
+                    logits = decoder_logits(model, l, f.index)
+                    push = a * float(logits[tid] - logits.mean())
+                    if push > best_push:
+                        best, best_push = f, push
+            if best is None:
+                row[f"top {t.strip()} feature"] = "-"
+            else:
+                where = [g for g, p in positions.items() if p == best.position][0]
+                top = ", ".join(s.strip() for s in promoted_tokens(model, l, best.index, 3))
+                row[f"top {t.strip()} feature"] = f"#{best.index} @ {where} (+{best_push:.1f}; {top})"
         rows.append(row)
     return rows
-
-
-def markdown_table(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[k]) if k == "layer" else f"{r[k]:+.2f}" for k in keys) + " |")
-    return "\n".join(lines)

@@ -15,53 +15,9 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+from ..features.logit_lens import where_tokens_appear  # noqa: E402
 
 PROMPT = "The capital of the state containing Dallas is"
-
-
-def _rank(logits: torch.Tensor, token: int) -> int:
-    return int((logits > logits[token]).sum()) + 1
-
-
-@torch.no_grad()
-def where_tokens_appear(model, prompt: str, tokens: list[str], positions: dict[str, int]) -> list[dict]:
-    """Per layer (after its MLP) and position: lens rank of each token, and its strongest feature."""
-    from ..features.describe import decoder_logits, promoted_tokens
-    from ..features.logit_lens import token_id
-    from ..models.forward import apply_norm, norm_scale
-
-    w, tc = model.weights, model.transcoders
-    if (tc.input_hook, tc.output_hook) != ("hook_resid_mid", "hook_mlp_out"):
-        raise ValueError("this report reads the residual stream from resid_mid + mlp_out transcoder sites")
-    ids = model.tokenize(prompt)
-    run = model.run(ids)
-    acts = model.activations(ids)
-    tids = [token_id(model, t) for t in tokens]
-    rows = []
-    for l in range(model.n_layers):
-        resid = run.feature_inputs[l] + run.mlp_outputs[l]  # residual stream after layer l
-        lens = apply_norm(w.final_norm, resid, norm_scale(w.final_norm, resid)) @ w.W_U.T
-        row = {"layer": l}
-        for group, p in positions.items():
-            for t, tid in zip(tokens, tids):
-                row[f"rank {t.strip()} @ {group}"] = _rank(lens[p], tid)
-        for t, tid in zip(tokens, tids):
-            best, best_push = None, 0.0
-            for f, a in acts.active(l):
-                if f.position in positions.values():
-                    logits = decoder_logits(model, l, f.index)
-                    push = a * float(logits[tid] - logits.mean())
-                    if push > best_push:
-                        best, best_push = f, push
-            if best is None:
-                row[f"top {t.strip()} feature"] = "-"
-            else:
-                where = [g for g, p in positions.items() if p == best.position][0]
-                top = ", ".join(s.strip() for s in promoted_tokens(model, l, best.index, 3))
-                row[f"top {t.strip()} feature"] = f"#{best.index} @ {where} (+{best_push:.1f}; {top})"
-        rows.append(row)
-    return rows
 
 
 def markdown(rows: list[dict]) -> str:
