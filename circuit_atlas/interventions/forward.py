@@ -28,7 +28,14 @@ from dataclasses import dataclass
 import torch
 
 from ..models.cache import LayerCache, cached_attention
-from ..models.forward import CleanRun, apply_norm, norm_scale, normalize, rotary_tables
+from ..models.forward import (
+    CleanRun,
+    apply_norm,
+    norm_scale,
+    normalize,
+    rotary_tables,
+    unembed,
+)
 from .spec import Feature, Intervention, Supernode
 
 MODES = ("free", "frozen_attention", "constrained")
@@ -294,10 +301,5 @@ class InterventionRunner:
             r = r_mid + out
 
         z = apply_norm(w.final_norm, r, scale_of(w.final_norm, r, "final"))
-        logits_pre = z @ w.W_U.T
-        if w.b_U is not None:
-            logits_pre = logits_pre + w.b_U
-        logits = logits_pre
-        if w.final_softcap is not None:
-            logits = torch.tanh(logits / w.final_softcap) * w.final_softcap
+        logits_pre, logits = unembed(w, z)
         return StepOutput(logits, logits_pre, acts_out, pre_out)

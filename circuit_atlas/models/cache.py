@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .forward import apply_norm, norm_scale, rotate_half
+from .forward import apply_norm, norm_scale, rotate_half, softmax_pattern
 from .weights import Attention
 
 
@@ -55,19 +55,8 @@ def cached_attention(
     cache.values.append(v)
     K = torch.cat(cache.keys, dim=1).repeat_interleave(H // Hkv, dim=0)  # (H, t, dh)
     V = torch.cat(cache.values, dim=1).repeat_interleave(H // Hkv, dim=0)
-    t = K.shape[1]
     if pattern is None:
-        scores = (q @ K.transpose(1, 2)) * attn.scale
-        if attn.softcap is not None:
-            scores = torch.tanh(scores / attn.softcap) * attn.softcap
-        qi = torch.arange(start, start + n, device=x.device)[:, None]
-        ki = torch.arange(t, device=x.device)[None, :]
-        allowed = ki <= qi
-        if attn.sliding_window is not None:
-            allowed = allowed & (qi - ki < attn.sliding_window)
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        softmax_dtype = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
-        pattern = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(x.dtype)
+        pattern = softmax_pattern(attn, q, K, start)
     z = (pattern @ V).transpose(0, 1).reshape(n, H * dh)  # (n, H*dh)
     out = z @ attn.W_O.T
     return (out if attn.b_O is None else out + attn.b_O), pattern

@@ -55,18 +55,23 @@ def attention_pattern(attn: Attention, x: torch.Tensor, cos, sin) -> torch.Tenso
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
     k = k.repeat_interleave(H // Hkv, dim=0)  # grouped-query attention shares kv heads
+    return softmax_pattern(attn, q, k, start=0)
+
+
+def softmax_pattern(attn: Attention, q: torch.Tensor, k: torch.Tensor, start: int) -> torch.Tensor:
+    """Pattern (H, n, t) of rotated queries (H, n, dh) at positions start + [0, n) over keys (H, t, dh)."""
     scores = (q @ k.transpose(1, 2)) * attn.scale
     if attn.softcap is not None:
         scores = torch.tanh(scores / attn.softcap) * attn.softcap
-    qi = torch.arange(T, device=x.device)[:, None]
-    ki = torch.arange(T, device=x.device)[None, :]
+    qi = torch.arange(start, start + q.shape[1], device=q.device)[:, None]
+    ki = torch.arange(k.shape[1], device=q.device)[None, :]
     allowed = ki <= qi
     if attn.sliding_window is not None:
         allowed = allowed & (qi - ki < attn.sliding_window)
     scores = scores.masked_fill(~allowed, float("-inf"))
     # Half-precision patterns are computed in float32 (as HF does); float32/float64 in their own dtype.
     softmax_dtype = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
-    return torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(x.dtype)
+    return torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(q.dtype)
 
 
 def attention_ov(attn: Attention, x: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
@@ -116,6 +121,17 @@ def rotary_tables(w: ModelWeights, T: int, like: torch.Tensor):
     return cos[0].to(like.dtype), sin[0].to(like.dtype)  # (T, dh)
 
 
+def unembed(w: ModelWeights, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre-softcap logits, logits as the model outputs them) of final-norm outputs z (..., d)."""
+    logits_pre = z @ w.W_U.T
+    if w.b_U is not None:
+        logits_pre = logits_pre + w.b_U
+    logits = logits_pre
+    if w.final_softcap is not None:
+        logits = torch.tanh(logits / w.final_softcap) * w.final_softcap
+    return logits_pre, logits
+
+
 @torch.no_grad()
 def clean_forward(w: ModelWeights, input_ids: torch.Tensor, input_site: str, output_site: str) -> CleanRun:
     T = input_ids.shape[0]
@@ -152,12 +168,7 @@ def clean_forward(w: ModelWeights, input_ids: torch.Tensor, input_site: str, out
         r = r_mid + added
     s_f = norm_scale(w.final_norm, r)
     z = apply_norm(w.final_norm, r, s_f)
-    logits_pre = z @ w.W_U.T
-    if w.b_U is not None:
-        logits_pre = logits_pre + w.b_U
-    logits = logits_pre
-    if w.final_softcap is not None:
-        logits = torch.tanh(logits / w.final_softcap) * w.final_softcap
+    logits_pre, logits = unembed(w, z)
     return CleanRun(
         input_ids=input_ids,
         embeddings=embeddings,
