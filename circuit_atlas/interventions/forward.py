@@ -214,8 +214,8 @@ class InterventionRunner:
         self.w, self.tc = model.weights, model.transcoders
         self.edits, self.mode, self.clean, self.n_prompt = edits, mode, clean, n_prompt
         self.caches = [LayerCache() for _ in range(self.w.n_layers)]
-        self.clean_acts = None
-        if clean is not None:
+        self.clean_acts = None  # the "current" activations of constrained layers
+        if clean is not None and mode.kind == "constrained":
             self.clean_acts = [self.tc.activate(l, self.tc.encode(l, clean.feature_inputs[l])) for l in range(self.w.n_layers)]
 
     @property
