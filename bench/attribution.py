@@ -93,12 +93,22 @@ def machine() -> dict:
 
     ct_torch = None
     if VENV_PY.exists():
-        out = subprocess.run([str(VENV_PY), "-c", "import torch; print(torch.__version__)"],
-                             capture_output=True, text=True, env=child_env())
+        out = subprocess.run(
+            [str(VENV_PY), "-c", "import torch; print(torch.__version__)"],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+        )
         ct_torch = out.stdout.strip() or None
-    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gb": mem, "python": platform.python_version(),
-            "torch": torch.__version__, "torch_ct_venv": ct_torch,
-            "omp_wait_policy": child_env().get("OMP_WAIT_POLICY")}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "mem_gb": mem,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_ct_venv": ct_torch,
+        "omp_wait_policy": child_env().get("OMP_WAIT_POLICY"),
+    }
 
 
 # --- graph comparison ---------------------------------------------------------------------
@@ -178,9 +188,12 @@ def compare(ct_path: Path, ours_path: Path, n_layers: int) -> dict:
         "rel_frobenius": rel,
         "max_abs_diff": max_abs,
         "max_abs_ct": float(A.abs().max()),
-        "norm_ct": normA, "norm_ours": normB,
-        "nodes_only_ct": kinds(only_ct), "nodes_only_ours": kinds(only_ours),
-        "abs_mass_only_ct": mass_only_ct, "abs_mass_only_ours": mass_only_ours,
+        "norm_ct": normA,
+        "norm_ours": normB,
+        "nodes_only_ct": kinds(only_ct),
+        "nodes_only_ours": kinds(only_ours),
+        "abs_mass_only_ct": mass_only_ct,
+        "abs_mass_only_ours": mass_only_ours,
         "same_logit_targets": sorted(ct["logit_ids"].tolist()) == sorted(ours["logit_ids"].tolist()),
         "common_features": len(common),
         "max_rel_activation_diff": act_diff,
@@ -256,10 +269,14 @@ def write_results(rows: list[dict], info: dict, command: str) -> None:
                 f"repeats ct {len(r['ct'].get('attribute_runs_s', [1]))}, ours {len(r['ours'].get('attribute_runs_s', [1]))}."
             )
         elif r.get("ct"):
-            lines.append(f"- {r['size']} {r['kind'].upper()}: ours pending ({r.get('pending_reason', 'engine not run')}); "
-                         f"circuit-tracer attribute-phase peak RSS {fmt_gb(r['ct'].get('attribute_peak_rss_gb'))} GB; "
-                         f"1-min load average before/after {load(r['ct'])}.")
-    loads = [e["loadavg_before"][0] for r in rows for e in (r.get("ct"), r.get("ours")) if e and e.get("loadavg_before")]
+            lines.append(
+                f"- {r['size']} {r['kind'].upper()}: ours pending ({r.get('pending_reason', 'engine not run')}); "
+                f"circuit-tracer attribute-phase peak RSS {fmt_gb(r['ct'].get('attribute_peak_rss_gb'))} GB; "
+                f"1-min load average before/after {load(r['ct'])}."
+            )
+    loads = [
+        e["loadavg_before"][0] for r in rows for e in (r.get("ct"), r.get("ours")) if e and e.get("loadavg_before")
+    ]
     if loads and max(loads) > (info.get("nproc") or 1):
         lines += [
             "",
@@ -283,10 +300,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["small", "big"], choices=["small", "big"])
     ap.add_argument("--kinds", nargs="+", default=["plt", "clt"], choices=["plt", "clt"])
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="measured attribute() calls per engine, median reported (default: 5 for small, 1 for big)")
-    ap.add_argument("--reuse-ct", action="store_true",
-                    help="reuse an existing circuit-tracer result for the same fixtures instead of rerunning it")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="measured attribute() calls per engine, median reported (default: 5 for small, 1 for big)",
+    )
+    ap.add_argument(
+        "--reuse-ct",
+        action="store_true",
+        help="reuse an existing circuit-tracer result for the same fixtures instead of rerunning it",
+    )
     ap.add_argument("--skip-ours", action="store_true", help="run circuit-tracer only")
     args = ap.parse_args()
     command = "python bench/attribution.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -316,27 +340,55 @@ def main() -> None:
         tag = f"({n}/{len(jobs)}) {size} {kind.upper()}"
         repeats = args.repeats or (5 if size == "small" else 1)
         ct_json = root / f"ct_{kind}.json"
-        reuse = (args.reuse_ct and ct_json.exists()
-                 and json.loads(ct_json.read_text()).get("fixtures_created") == manifest["created"])
+        reuse = (
+            args.reuse_ct
+            and ct_json.exists()
+            and json.loads(ct_json.read_text()).get("fixtures_created") == manifest["created"]
+        )
         if reuse:
             say(f"{tag}: reusing circuit-tracer result {ct_json}")
         else:
-            say(f"{tag}: circuit-tracer 0.5.0 (separate venv process)"
-                + (" - the big size takes several minutes" if size == "big" else ""))
-            run([VENV_PY, BENCH / "run_circuit_tracer.py", "--size", size, "--kind", kind, "--repeats", repeats,
-                 "--verbose"], f"{tag} circuit-tracer")
+            say(
+                f"{tag}: circuit-tracer 0.5.0 (separate venv process)"
+                + (" - the big size takes several minutes" if size == "big" else "")
+            )
+            run(
+                [
+                    VENV_PY,
+                    BENCH / "run_circuit_tracer.py",
+                    "--size",
+                    size,
+                    "--kind",
+                    kind,
+                    "--repeats",
+                    repeats,
+                    "--verbose",
+                ],
+                f"{tag} circuit-tracer",
+            )
         ct = json.loads(ct_json.read_text())
-        row = {"size": size, "kind": kind, "date": info["date"], "command": command, "ct": ct, "ours": None,
-               "compare": None, "ct_reused": bool(reuse)}
+        row = {
+            "size": size,
+            "kind": kind,
+            "date": info["date"],
+            "command": command,
+            "ct": ct,
+            "ours": None,
+            "compare": None,
+            "ct_reused": bool(reuse),
+        }
         if ours_ok:
             say(f"{tag}: circuit-atlas (separate process)")
             try:
-                run([sys.executable, BENCH / "run_ours.py", "--size", size, "--kind", kind,
-                     "--repeats", repeats], f"{tag} circuit-atlas")
+                run(
+                    [sys.executable, BENCH / "run_ours.py", "--size", size, "--kind", kind, "--repeats", repeats],
+                    f"{tag} circuit-atlas",
+                )
                 row["ours"] = json.loads((root / f"ours_{kind}.json").read_text())
                 say(f"{tag}: comparing graphs")
-                row["compare"] = compare(root / f"ct_{kind}.safetensors", root / f"ours_{kind}.safetensors",
-                                         manifest["config"]["n_layers"])
+                row["compare"] = compare(
+                    root / f"ct_{kind}.safetensors", root / f"ours_{kind}.safetensors", manifest["config"]["n_layers"]
+                )
             except RuntimeError as exc:
                 say(f"{tag}: circuit-atlas failed: {exc}")
                 row["pending_reason"] = str(exc)
@@ -347,7 +399,9 @@ def main() -> None:
         order = {("small", "plt"): 0, ("small", "clt"): 1, ("big", "plt"): 2, ("big", "clt"): 3}
         write_results(sorted(rows.values(), key=lambda r: order.get((r["size"], r["kind"]), 9)), info, command)
 
-    say(f"done in {time.time() - t_all:.0f}s; wrote {RESULTS_MD.relative_to(REPO)} and {RESULTS_JSON.relative_to(REPO)}")
+    say(
+        f"done in {time.time() - t_all:.0f}s; wrote {RESULTS_MD.relative_to(REPO)} and {RESULTS_JSON.relative_to(REPO)}"
+    )
 
 
 def print_row(r: dict) -> None:
@@ -358,15 +412,21 @@ def print_row(r: dict) -> None:
         if e is None:
             print(f"{name:<16}{'pending':>14}")
             continue
-        print(f"{name:<16}{e['attribute_s']:>14.3f}{e['peak_rss_gb']:>13.2f}{e['nodes']:>9,}{e['edges']:>13,}"
-              f"{e['active_features']:>14,}")
+        print(
+            f"{name:<16}{e['attribute_s']:>14.3f}{e['peak_rss_gb']:>13.2f}{e['nodes']:>9,}{e['edges']:>13,}"
+            f"{e['active_features']:>14,}"
+        )
     if ours:
-        print(f"speed ratio (ct/ours) {ct['attribute_s'] / ours['attribute_s']:.2f}x   "
-              f"memory ratio (ours/ct) {ours['peak_rss_gb'] / ct['peak_rss_gb']:.2f}")
+        print(
+            f"speed ratio (ct/ours) {ct['attribute_s'] / ours['attribute_s']:.2f}x   "
+            f"memory ratio (ours/ct) {ours['peak_rss_gb'] / ct['peak_rss_gb']:.2f}"
+        )
     if c:
-        print(f"relative Frobenius difference {c['rel_frobenius']:.2e}  (max |dA| {c['max_abs_diff']:.2e}; "
-              f"nodes only in ct {c['nodes_only_ct'] or '-'}, only in ours {c['nodes_only_ours'] or '-'}; "
-              f"same logit targets {c['same_logit_targets']})")
+        print(
+            f"relative Frobenius difference {c['rel_frobenius']:.2e}  (max |dA| {c['max_abs_diff']:.2e}; "
+            f"nodes only in ct {c['nodes_only_ct'] or '-'}, only in ours {c['nodes_only_ours'] or '-'}; "
+            f"same logit targets {c['same_logit_targets']})"
+        )
     print(flush=True)
 
 

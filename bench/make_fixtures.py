@@ -42,10 +42,28 @@ MARGIN = 0.05  # in units of the layer's pre-activation std
 
 SIZES = {
     # target_active: mean number of active (layer, pos>=1, feature) over the prompt
-    "small": dict(n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, d_mlp=512, n_features=1024,
-                  vocab=512, n_tokens=12, target_active={"plt": 736, "clt": 671}),
-    "big": dict(n_layers=8, d_model=512, n_heads=8, n_kv_heads=4, d_mlp=2048, n_features=8192,
-                vocab=2048, n_tokens=64, target_active={"plt": 13075, "clt": 13075}),
+    "small": dict(
+        n_layers=4,
+        d_model=128,
+        n_heads=4,
+        n_kv_heads=2,
+        d_mlp=512,
+        n_features=1024,
+        vocab=512,
+        n_tokens=12,
+        target_active={"plt": 736, "clt": 671},
+    ),
+    "big": dict(
+        n_layers=8,
+        d_model=512,
+        n_heads=8,
+        n_kv_heads=4,
+        d_mlp=2048,
+        n_features=8192,
+        vocab=2048,
+        n_tokens=64,
+        target_active={"plt": 13075, "clt": 13075},
+    ),
 }
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 INPUT_HOOK, OUTPUT_HOOK = "hook_resid_mid", "hook_mlp_out"
@@ -64,7 +82,8 @@ def make_words(n: int, gen: torch.Generator) -> list[str]:
     while len(words) < n:
         n_syl = int(torch.randint(1, 4, (1,), generator=gen))
         w = "".join(
-            cons[int(torch.randint(len(cons), (1,), generator=gen))] + vows[int(torch.randint(len(vows), (1,), generator=gen))]
+            cons[int(torch.randint(len(cons), (1,), generator=gen))]
+            + vows[int(torch.randint(len(vows), (1,), generator=gen))]
             for _ in range(n_syl)
         )
         if w not in seen:
@@ -87,15 +106,33 @@ def write_tokenizer(model_dir: Path, vocab_size: int, gen: torch.Generator) -> l
     tok.save(str(model_dir / "tokenizer.json"))
     # Written by hand so that transformers 4.57 and 5 both read it (§12: tokenizer_class must be
     # PreTrainedTokenizerFast for 4.57).
-    (model_dir / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
-        "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
-        "model_max_length": 1024,
-    }, indent=2))
-    (model_dir / "special_tokens_map.json").write_text(json.dumps({
-        "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
-    }, indent=2))
+    (model_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<bos>",
+                "eos_token": "<eos>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+                "add_bos_token": False,
+                "add_eos_token": False,
+                "clean_up_tokenization_spaces": False,
+                "model_max_length": 1024,
+            },
+            indent=2,
+        )
+    )
+    (model_dir / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<bos>",
+                "eos_token": "<eos>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+            },
+            indent=2,
+        )
+    )
     return words
 
 
@@ -105,11 +142,20 @@ def write_model(model_dir: Path, cfg: dict) -> None:
 
     d = cfg["d_model"]
     config = LlamaConfig(
-        vocab_size=cfg["vocab"], hidden_size=d, intermediate_size=cfg["d_mlp"],
-        num_hidden_layers=cfg["n_layers"], num_attention_heads=cfg["n_heads"],
-        num_key_value_heads=cfg["n_kv_heads"], max_position_embeddings=256,
-        rms_norm_eps=1e-5, initializer_range=d ** -0.5, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, rope_theta=10000.0,
+        vocab_size=cfg["vocab"],
+        hidden_size=d,
+        intermediate_size=cfg["d_mlp"],
+        num_hidden_layers=cfg["n_layers"],
+        num_attention_heads=cfg["n_heads"],
+        num_key_value_heads=cfg["n_kv_heads"],
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        initializer_range=d**-0.5,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        rope_theta=10000.0,
     )
     torch.manual_seed(SEED)
     model = LlamaForCausalLM(config).float().eval()
@@ -209,10 +255,18 @@ def make_transcoders(kind: str, cfg: dict, mids: torch.Tensor, gen: torch.Genera
 def save_ours(path: Path, kind: str, tc: dict) -> None:
     tensors = {f"{k}.{l}": v for k, vs in tc.items() for l, v in enumerate(vs)}
     save_file(tensors, str(path.with_suffix(".safetensors")))
-    path.with_suffix(".json").write_text(json.dumps({
-        "kind": kind, "activation": "jumprelu", "n_layers": len(tc["W_enc"]),
-        "input_hook": INPUT_HOOK, "output_hook": OUTPUT_HOOK,
-    }, indent=2))
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "kind": kind,
+                "activation": "jumprelu",
+                "n_layers": len(tc["W_enc"]),
+                "input_hook": INPUT_HOOK,
+                "output_hook": OUTPUT_HOOK,
+            },
+            indent=2,
+        )
+    )
 
 
 def save_circuit_tracer(cache: Path, name: str, kind: str, tc: dict) -> Path:
@@ -224,24 +278,41 @@ def save_circuit_tracer(cache: Path, name: str, kind: str, tc: dict) -> Path:
     L = len(tc["W_enc"])
     if kind == "plt":
         for l in range(L):
-            save_file({
-                "W_enc": tc["W_enc"][l], "W_dec": tc["W_dec"][l][:, 0].contiguous(),
-                "b_enc": tc["b_enc"][l], "b_dec": tc["b_dec"][l],
-                "activation_function.threshold": tc["threshold"][l],
-            }, str(out / f"layer_{l}.safetensors"))
+            save_file(
+                {
+                    "W_enc": tc["W_enc"][l],
+                    "W_dec": tc["W_dec"][l][:, 0].contiguous(),
+                    "b_enc": tc["b_enc"][l],
+                    "b_dec": tc["b_dec"][l],
+                    "activation_function.threshold": tc["threshold"][l],
+                },
+                str(out / f"layer_{l}.safetensors"),
+            )
         model_kind = "transcoder_set"
     else:
         for l in range(L):
-            save_file({f"W_enc_{l}": tc["W_enc"][l], f"b_enc_{l}": tc["b_enc"][l],
-                       f"b_dec_{l}": tc["b_dec"][l], f"threshold_{l}": tc["threshold"][l]},
-                      str(out / f"W_enc_{l}.safetensors"))
+            save_file(
+                {
+                    f"W_enc_{l}": tc["W_enc"][l],
+                    f"b_enc_{l}": tc["b_enc"][l],
+                    f"b_dec_{l}": tc["b_dec"][l],
+                    f"threshold_{l}": tc["threshold"][l],
+                },
+                str(out / f"W_enc_{l}.safetensors"),
+            )
             save_file({f"W_dec_{l}": tc["W_dec"][l]}, str(out / f"W_dec_{l}.safetensors"))
         model_kind = "cross_layer_transcoder"
     # config.yaml last: circuit-tracer treats it as the completeness marker
-    (out / "config.yaml").write_text(yaml.safe_dump({
-        "model_kind": model_kind, "feature_input_hook": INPUT_HOOK, "feature_output_hook": OUTPUT_HOOK,
-        "scan": f"local/{name}",
-    }))
+    (out / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model_kind": model_kind,
+                "feature_input_hook": INPUT_HOOK,
+                "feature_output_hook": OUTPUT_HOOK,
+                "scan": f"local/{name}",
+            }
+        )
+    )
     return out
 
 
@@ -254,8 +325,9 @@ def save_atlas(out: Path, kind: str, tc: dict) -> str | None:
     except Exception as exc:  # the io module is written in parallel
         log(f"  circuit_atlas.transcoders.io not available ({type(exc).__name__}: {exc}); skipping atlas/ copy")
         return None
-    obj = Transcoders(kind=kind, activation="jumprelu", input_hook=INPUT_HOOK, output_hook=OUTPUT_HOOK,
-                      name=f"bench-{kind}", **tc)
+    obj = Transcoders(
+        kind=kind, activation="jumprelu", input_hook=INPUT_HOOK, output_hook=OUTPUT_HOOK, name=f"bench-{kind}", **tc
+    )
     for fn in ("save_transcoders", "save"):
         if hasattr(tio, fn):
             getattr(tio, fn)(obj, str(out))
@@ -277,8 +349,10 @@ def build(size: str, force: bool = False) -> dict:
         p.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(SEED)
 
-    log(f"{size}: tokenizer ({cfg['vocab']} tokens) and random Llama "
-        f"({cfg['n_layers']} layers, d_model {cfg['d_model']}) -> {model_dir}")
+    log(
+        f"{size}: tokenizer ({cfg['vocab']} tokens) and random Llama "
+        f"({cfg['n_layers']} layers, d_model {cfg['d_model']}) -> {model_dir}"
+    )
     words = write_tokenizer(model_dir, cfg["vocab"], gen)
     write_model(model_dir, cfg)
 
@@ -296,8 +370,10 @@ def build(size: str, force: bool = False) -> dict:
 
     kinds = {}
     for kind in ("plt", "clt"):
-        log(f"{size}: {kind.upper()} transcoders, {cfg['n_features']} features/layer, "
-            f"target {cfg['target_active'][kind]} active")
+        log(
+            f"{size}: {kind.upper()} transcoders, {cfg['n_features']} features/layer, "
+            f"target {cfg['target_active'][kind]} active"
+        )
         made = make_transcoders(kind, cfg, mids, gen)
         tc = made["tensors"]
         save_ours(tdir / kind, kind, tc)
@@ -306,21 +382,34 @@ def build(size: str, force: bool = False) -> dict:
         atlas_dir = save_atlas(root / "atlas" / kind, kind, tc)
         active = sum(s["active"] for s in made["stats"])
         min_gap = min(s["min_gap_std"] for s in made["stats"])
-        log(f"  {active} active features (per layer {[s['active'] for s in made['stats']]}), "
-            f"closest pre-activation {min_gap:.3f} std from its threshold")
+        log(
+            f"  {active} active features (per layer {[s['active'] for s in made['stats']]}), "
+            f"closest pre-activation {min_gap:.3f} std from its threshold"
+        )
         kinds[kind] = {
             "ours": str((tdir / kind).with_suffix(".safetensors").relative_to(root)),
             "atlas": None if atlas_dir is None else str(Path(atlas_dir).relative_to(root)),
-            "ct_cache": str(cache.relative_to(root)), "ct_ref": f"local/{name}",
+            "ct_cache": str(cache.relative_to(root)),
+            "ct_ref": f"local/{name}",
             "ct_dir": str(ct_dir.relative_to(root)),
-            "active_features": active, "layers": made["stats"],
+            "active_features": active,
+            "layers": made["stats"],
         }
 
     manifest = {
-        "size": size, "seed": SEED, "margin_std": MARGIN, "config": cfg,
-        "model_dir": "model", "reference": "reference.safetensors", "prompt": prompt, "input_ids": input_ids,
-        "input_hook": INPUT_HOOK, "output_hook": OUTPUT_HOOK, "kinds": kinds,
-        "torch": torch.__version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "size": size,
+        "seed": SEED,
+        "margin_std": MARGIN,
+        "config": cfg,
+        "model_dir": "model",
+        "reference": "reference.safetensors",
+        "prompt": prompt,
+        "input_ids": input_ids,
+        "input_hook": INPUT_HOOK,
+        "output_hook": OUTPUT_HOOK,
+        "kinds": kinds,
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.time() - t0, 1),
     }
     manifest_path.write_text(json.dumps(manifest, indent=2))

@@ -70,8 +70,12 @@ def main() -> None:
     ap.add_argument("--kind", required=True, choices=["plt", "clt"])
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--no-warmup", action="store_true")
-    ap.add_argument("--repeats", type=int, default=1,
-                    help="measured attribute() calls; the median wall time is reported (default 1)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measured attribute() calls; the median wall time is reported (default 1)",
+    )
     ap.add_argument("--verbose", action="store_true", help="circuit-tracer's own phase logging")
     args = ap.parse_args()
 
@@ -101,8 +105,10 @@ def main() -> None:
     from circuit_tracer.utils.hf_utils import load_transcoder_from_hub
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", min(2, os.cpu_count() or 1))))
-    log(f"imported circuit-tracer in {time.time() - t_import:.1f}s (torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads)")
+    log(
+        f"imported circuit-tracer in {time.time() - t_import:.1f}s (torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads)"
+    )
 
     t0 = time.time()
     transcoders, _ = load_transcoder_from_hub(spec["ct_ref"], device=torch.device("cpu"), dtype=torch.float32)
@@ -117,8 +123,11 @@ def main() -> None:
         log(f"model path contains 'llama'/'gemma'; loading it through the symlink {link}")
         model_dir = str(link)
     model = ReplacementModel.from_pretrained_and_transcoders(
-        model_name=model_dir, transcoders=transcoders, backend="transformerlens",
-        device=torch.device("cpu"), dtype=torch.float32,
+        model_name=model_dir,
+        transcoders=transcoders,
+        backend="transformerlens",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
     )
     load_s = time.time() - t0
     log(f"loaded model + {args.kind.upper()} transcoders in {load_s:.1f}s, RSS {rss_gb():.2f} GB")
@@ -172,27 +181,49 @@ def main() -> None:
     from safetensors.torch import save_file
 
     out = root / f"ct_{args.kind}"
-    save_file({
-        "adjacency": adj,
-        "features": feats,
-        "activations": acts,
-        "input_ids": graph.input_tokens.to(torch.int64).contiguous(),
-        "logit_ids": logit_ids,
-        "logit_probabilities": graph.logit_probabilities.float().contiguous(),
-    }, str(out.with_suffix(".safetensors")))
+    save_file(
+        {
+            "adjacency": adj,
+            "features": feats,
+            "activations": acts,
+            "input_ids": graph.input_tokens.to(torch.int64).contiguous(),
+            "logit_ids": logit_ids,
+            "logit_probabilities": graph.logit_probabilities.float().contiguous(),
+        },
+        str(out.with_suffix(".safetensors")),
+    )
     result = {
-        "engine": "circuit-tracer", "version": circuit_tracer.__version__ if hasattr(circuit_tracer, "__version__") else "0.5.0",
-        "backend": "transformerlens", "size": args.size, "kind": args.kind,
-        "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-        "attribute_s": wall, "attribute_runs_s": walls, "logit_check_rel_diff": logit_err, "warmup_s": warm_s, "load_s": load_s,
-        "peak_rss_gb": peak, "attribute_peak_rss_gb": attr_peak, "rss_before_attribute_gb": rss_before,
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        "active_features": int(graph.active_features.shape[0]), "feature_nodes": n_feat,
-        "error_nodes": L * T, "embedding_nodes": T, "logit_nodes": n_logit,
-        "nodes": int(adj.shape[0]), "edges": n_edges,
+        "engine": "circuit-tracer",
+        "version": circuit_tracer.__version__ if hasattr(circuit_tracer, "__version__") else "0.5.0",
+        "backend": "transformerlens",
+        "size": args.size,
+        "kind": args.kind,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "attribute_s": wall,
+        "attribute_runs_s": walls,
+        "logit_check_rel_diff": logit_err,
+        "warmup_s": warm_s,
+        "load_s": load_s,
+        "peak_rss_gb": peak,
+        "attribute_peak_rss_gb": attr_peak,
+        "rss_before_attribute_gb": rss_before,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "active_features": int(graph.active_features.shape[0]),
+        "feature_nodes": n_feat,
+        "error_nodes": L * T,
+        "embedding_nodes": T,
+        "logit_nodes": n_logit,
+        "nodes": int(adj.shape[0]),
+        "edges": n_edges,
         "layout": "adjacency[target, source]; nodes = features (features[i] = layer,pos,feature), "
-                  "errors (layer-major, L*T incl. BOS), embeddings (T), logits (logit_ids)",
-        "fixtures_created": manifest["created"], "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__, "n_layers": L, "n_pos": T,
+        "errors (layer-major, L*T incl. BOS), embeddings (T), logits (logit_ids)",
+        "fixtures_created": manifest["created"],
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "torch": torch.__version__,
+        "n_layers": L,
+        "n_pos": T,
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     log(f"{n_feat} feature nodes, {adj.shape[0]} nodes, {n_edges} non-zero edges -> {out}.safetensors/.json")

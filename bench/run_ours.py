@@ -51,8 +51,14 @@ def load_raw_transcoders(root: Path, spec: dict, manifest: dict):
     t = load_file(str(path))
     L = meta["n_layers"]
     lists = {k: [t[f"{k}.{l}"] for l in range(L)] for k in ("W_enc", "b_enc", "threshold", "W_dec", "b_dec")}
-    return Transcoders(kind=meta["kind"], activation=meta["activation"], input_hook=meta["input_hook"],
-                       output_hook=meta["output_hook"], name=f"bench-{meta['kind']}", **lists)
+    return Transcoders(
+        kind=meta["kind"],
+        activation=meta["activation"],
+        input_hook=meta["input_hook"],
+        output_hook=meta["output_hook"],
+        name=f"bench-{meta['kind']}",
+        **lists,
+    )
 
 
 def main() -> None:
@@ -61,8 +67,12 @@ def main() -> None:
     ap.add_argument("--kind", required=True, choices=["plt", "clt"])
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--no-warmup", action="store_true")
-    ap.add_argument("--repeats", type=int, default=1,
-                    help="measured attribute() calls; the median wall time is reported (default 1)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measured attribute() calls; the median wall time is reported (default 1)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
 
@@ -77,8 +87,10 @@ def main() -> None:
     from circuit_atlas import ReplacementModel, attribute
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", min(2, os.cpu_count() or 1))))
-    log(f"imported circuit-atlas in {time.time() - t_import:.1f}s (torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads)")
+    log(
+        f"imported circuit-atlas in {time.time() - t_import:.1f}s (torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads)"
+    )
 
     t0 = time.time()
     atlas_dir = root / spec["atlas"] if spec.get("atlas") else None
@@ -135,31 +147,55 @@ def main() -> None:
     from safetensors.torch import save_file
 
     out = root / f"ours_{args.kind}"
-    save_file({
-        "adjacency": adj,
-        "features": feats,
-        "errors": errs,
-        "activations": graph.activation[feat].float().contiguous(),
-        "input_ids": graph.input_ids.to(torch.int64).contiguous(),
-        "logit_ids": graph.feature[kind == LOGIT].to(torch.int64).contiguous(),
-        "logit_probabilities": graph.activation[kind == LOGIT].float().contiguous(),
-    }, str(out.with_suffix(".safetensors")))
+    save_file(
+        {
+            "adjacency": adj,
+            "features": feats,
+            "errors": errs,
+            "activations": graph.activation[feat].float().contiguous(),
+            "input_ids": graph.input_ids.to(torch.int64).contiguous(),
+            "logit_ids": graph.feature[kind == LOGIT].to(torch.int64).contiguous(),
+            "logit_probabilities": graph.activation[kind == LOGIT].float().contiguous(),
+        },
+        str(out.with_suffix(".safetensors")),
+    )
     result = {
-        "engine": "circuit-atlas", "version": circuit_atlas.__version__, "size": args.size, "kind": args.kind,
-        "batch_size": args.batch_size, "threads": torch.get_num_threads(), "transcoders_from": source,
-        "attribute_s": wall, "attribute_runs_s": walls, "logit_check_rel_diff": logit_err,
-        "warmup_s": warm_s, "load_s": load_s,
-        "peak_rss_gb": peak, "attribute_peak_rss_gb": attr_peak, "rss_before_attribute_gb": rss_before,
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        "active_features": int(feat.sum()), "feature_nodes": int(feat.sum()),
-        "error_nodes": int((kind == ERROR).sum()), "embedding_nodes": int((kind == EMBEDDING).sum()),
-        "logit_nodes": int((kind == LOGIT).sum()), "nodes": graph.n_nodes, "edges": n_edges,
+        "engine": "circuit-atlas",
+        "version": circuit_atlas.__version__,
+        "size": args.size,
+        "kind": args.kind,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "transcoders_from": source,
+        "attribute_s": wall,
+        "attribute_runs_s": walls,
+        "logit_check_rel_diff": logit_err,
+        "warmup_s": warm_s,
+        "load_s": load_s,
+        "peak_rss_gb": peak,
+        "attribute_peak_rss_gb": attr_peak,
+        "rss_before_attribute_gb": rss_before,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "active_features": int(feat.sum()),
+        "feature_nodes": int(feat.sum()),
+        "error_nodes": int((kind == ERROR).sum()),
+        "embedding_nodes": int((kind == EMBEDDING).sum()),
+        "logit_nodes": int((kind == LOGIT).sum()),
+        "nodes": graph.n_nodes,
+        "edges": n_edges,
         "layout": "adjacency[target, source]; nodes = features, errors (errors[i] = layer,pos; no BOS), "
-                  "embeddings (T), logits (logit_ids)",
-        "fixtures_created": manifest["created"], "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__, "n_layers": graph.n_layers, "n_pos": int(graph.input_ids.shape[0]),
+        "embeddings (T), logits (logit_ids)",
+        "fixtures_created": manifest["created"],
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "torch": torch.__version__,
+        "n_layers": graph.n_layers,
+        "n_pos": int(graph.input_ids.shape[0]),
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    log(f"{result['feature_nodes']} feature nodes, {graph.n_nodes} nodes, {n_edges} non-zero edges -> {out}.safetensors/.json")
+    log(
+        f"{result['feature_nodes']} feature nodes, {graph.n_nodes} nodes, {n_edges} non-zero edges -> {out}.safetensors/.json"
+    )
 
 
 if __name__ == "__main__":

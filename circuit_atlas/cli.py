@@ -15,12 +15,20 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float64": "float64", "bfloat
 def _add_attribution_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", required=True, help="text to attribute (BOS is prepended)")
     p.add_argument("--out", required=True, help="graph file to write (.safetensors)")
-    p.add_argument("--target", action="append", default=None,
-                   help="explain this token instead of the top logits (repeatable; a single-token string or an id)")
+    p.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        help="explain this token instead of the top logits (repeatable; a single-token string or an id)",
+    )
     p.add_argument("--max-n-logits", type=int, default=10, help="most logit targets in salient mode [10]")
     p.add_argument("--desired-logit-prob", type=float, default=0.95, help="probability mass of logit targets [0.95]")
-    p.add_argument("--max-feature-nodes", type=int, default=None,
-                   help="compute rows for at most this many features, by influence [all]")
+    p.add_argument(
+        "--max-feature-nodes",
+        type=int,
+        default=None,
+        help="compute rows for at most this many features, by influence [all]",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="target rows per backward batch [256]")
     p.add_argument("--node-threshold", type=float, default=0.8, help="pruning: influence share of kept nodes [0.8]")
     p.add_argument("--edge-threshold", type=float, default=0.98, help="pruning: score share of kept edges [0.98]")
@@ -164,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = sub.add_parser("trace", help="compute, save and summarise an attribution graph")
     trace.add_argument("--model", required=True, help="local Hugging Face model directory")
-    trace.add_argument("--transcoders", required=True, help="transcoder directory (circuit-tracer, GemmaScope npz or ours)")
+    trace.add_argument(
+        "--transcoders", required=True, help="transcoder directory (circuit-tracer, GemmaScope npz or ours)"
+    )
     _add_attribution_args(trace)
     trace.set_defaults(func=cmd_trace)
 
@@ -178,13 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     intervene = sub.add_parser("intervene", help="set or scale features and compare the top logits (and generations)")
     intervene.add_argument("--model", required=True, help="local Hugging Face model directory (or 'toyworld')")
-    intervene.add_argument("--transcoders", required=True, help="transcoder directory (or 'toyworld-clt' / 'toyworld-plt')")
+    intervene.add_argument(
+        "--transcoders", required=True, help="transcoder directory (or 'toyworld-clt' / 'toyworld-plt')"
+    )
     intervene.add_argument("--prompt", required=True)
-    intervene.add_argument("--set", action="append", metavar="L:P:F=V", help="set feature F of layer L at position P to V")
-    intervene.add_argument("--scale", action="append", metavar="L:P:F=K", help="multiply that feature's activation by K")
+    intervene.add_argument(
+        "--set", action="append", metavar="L:P:F=V", help="set feature F of layer L at position P to V"
+    )
+    intervene.add_argument(
+        "--scale", action="append", metavar="L:P:F=K", help="multiply that feature's activation by K"
+    )
     intervene.add_argument("--mode", choices=["free", "frozen_attention", "constrained"], default="free")
-    intervene.add_argument("--constrain-layers", default=None, help="with --mode constrained: comma-separated layers [all]")
-    intervene.add_argument("--generate", type=int, default=0, metavar="N", help="also generate N tokens before and after")
+    intervene.add_argument(
+        "--constrain-layers", default=None, help="with --mode constrained: comma-separated layers [all]"
+    )
+    intervene.add_argument(
+        "--generate", type=int, default=0, metavar="N", help="also generate N tokens before and after"
+    )
     intervene.add_argument("--top", type=int, default=5, help="how many top tokens to show [5]")
     intervene.set_defaults(func=cmd_intervene)
 

@@ -72,7 +72,7 @@ class ReplacementModel:
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-    ) -> "ReplacementModel":
+    ) -> ReplacementModel:
         """Load a local HF model directory and a transcoder directory (any supported format).
 
         Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`.

@@ -51,7 +51,12 @@ from circuit_atlas.interventions.supernodes import InterventionGraph
 FR, EN, ZH = "Le contraire de petit est", "The opposite of small is", "小的反义词是"
 GRAND, SYNONYM = "Le contraire de grand est", "Un synonyme de petit est"
 # Code-switched prompts: the answer follows the sentence's language, not the word's.
-FR_SMALL, ZH_SMALL, EN_PETIT, EN_XIAO = "Le contraire de small est", "small的反义词是", "The opposite of petit is", "The opposite of 小 is"
+FR_SMALL, ZH_SMALL, EN_PETIT, EN_XIAO = (
+    "Le contraire de small est",
+    "small的反义词是",
+    "The opposite of petit is",
+    "The opposite of 小 is",
+)
 LANGUAGES = {  # prompt: (its answer, the English / French answer it competes with, same frame + other word, other frame + same word)
     FR: (" grand", " big", FR_SMALL, EN_PETIT),
     ZH: ("大", " big", ZH_SMALL, EN_XIAO),

@@ -146,7 +146,7 @@ def main() -> None:
 
     # --- replacements: Texas (with its say-Austin part) -> another region -------------------------
     swaps = {}
-    for region, (prompt, city, answer) in REPLACEMENTS.items():
+    for region, (prompt, _city, answer) in REPLACEMENTS.items():
         moved_all, moved_state = replacement(model, region)
         print(f"\n{region} from {prompt!r}: {len(moved_all)} specific features on the Dallas positions, "
               f"{len(moved_all) - len(moved_state)} of them say-{answer.strip()}")  # fmt: skip

@@ -27,8 +27,9 @@ Conventions (see the tests' brief):
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -137,17 +138,31 @@ def extract_weights(hf_model) -> Weights:
             W = _t(blk.attn.c_attn.weight)  # Conv1D: (in, out)
             b = _t(blk.attn.c_attn.bias)
             attn = Attn(
-                Wq=W[:, :d].T.contiguous(), bq=b[:d],
-                Wk=W[:, d:2 * d].T.contiguous(), bk=b[d:2 * d],
-                Wv=W[:, 2 * d:].T.contiguous(), bv=b[2 * d:],
-                Wo=_t(blk.attn.c_proj.weight).T.contiguous(), bo=_t(blk.attn.c_proj.bias),
-                n_heads=H, n_kv=H, head_dim=hd, scale=scale_i,
+                Wq=W[:, :d].T.contiguous(),
+                bq=b[:d],
+                Wk=W[:, d : 2 * d].T.contiguous(),
+                bk=b[d : 2 * d],
+                Wv=W[:, 2 * d :].T.contiguous(),
+                bv=b[2 * d :],
+                Wo=_t(blk.attn.c_proj.weight).T.contiguous(),
+                bo=_t(blk.attn.c_proj.bias),
+                n_heads=H,
+                n_kv=H,
+                head_dim=hd,
+                scale=scale_i,
             )
             layers.append(Layer(_ln(blk.ln_1), attn, None, _ln(blk.ln_2), blk.mlp, None))
         lm_b = getattr(mlp_model.lm_head, "bias", None)
         return Weights(
-            arch, _t(tr.wte.weight), None, _t(tr.wpe.weight), layers, _ln(tr.ln_f),
-            _t(mlp_model.lm_head.weight), _t(lm_b), None,
+            arch,
+            _t(tr.wte.weight),
+            None,
+            _t(tr.wpe.weight),
+            layers,
+            _ln(tr.ln_f),
+            _t(mlp_model.lm_head.weight),
+            _t(lm_b),
+            None,
         )
 
     m = mlp_model.model
@@ -173,20 +188,46 @@ def extract_weights(hf_model) -> Weights:
             softcap = None
         window = cfg.sliding_window if layer_type == "sliding_attention" else None
         attn = Attn(
-            Wq, bq, Wk, bk, Wv, bv, Wo, bo, H, n_kv, hd, scale, softcap, window,
+            Wq,
+            bq,
+            Wk,
+            bk,
+            Wv,
+            bv,
+            Wo,
+            bo,
+            H,
+            n_kv,
+            hd,
+            scale,
+            softcap,
+            window,
             _rms(sa.q_norm) if arch == "qwen3" else None,
             _rms(sa.k_norm) if arch == "qwen3" else None,
             float(rp["rope_theta"]),
         )
         if gemma:
-            layers.append(Layer(
-                _rms(blk.input_layernorm, True), attn, _rms(blk.post_attention_layernorm, True),
-                _rms(blk.pre_feedforward_layernorm, True), blk.mlp, _rms(blk.post_feedforward_layernorm, True),
-            ))
+            layers.append(
+                Layer(
+                    _rms(blk.input_layernorm, True),
+                    attn,
+                    _rms(blk.post_attention_layernorm, True),
+                    _rms(blk.pre_feedforward_layernorm, True),
+                    blk.mlp,
+                    _rms(blk.post_feedforward_layernorm, True),
+                )
+            )
         else:
-            layers.append(Layer(
-                _rms(blk.input_layernorm), attn, None, _rms(blk.post_attention_layernorm), blk.mlp, None,
-            ))
+            layers.append(
+                Layer(
+                    _rms(blk.input_layernorm),
+                    attn,
+                    None,
+                    _rms(blk.post_attention_layernorm),
+                    blk.mlp,
+                    None,
+                )
+            )
     embed_scale = None
     if gemma:
         buf = getattr(m.embed_tokens, "embed_scale", None)
@@ -198,8 +239,15 @@ def extract_weights(hf_model) -> Weights:
             embed_scale = float(torch.tensor(cfg.hidden_size**0.5, dtype=orig_dtype).to(F64))
     lm_b = getattr(mlp_model.lm_head, "bias", None)
     return Weights(
-        arch, _t(m.embed_tokens.weight), embed_scale, None, layers, _rms(m.norm, gemma),
-        _t(mlp_model.lm_head.weight), _t(lm_b), cfg.final_logit_softcapping if gemma else None,
+        arch,
+        _t(m.embed_tokens.weight),
+        embed_scale,
+        None,
+        layers,
+        _rms(m.norm, gemma),
+        _t(mlp_model.lm_head.weight),
+        _t(lm_b),
+        cfg.final_logit_softcapping if gemma else None,
     )
 
 
@@ -225,8 +273,11 @@ class CleanRun:
     logits: torch.Tensor  # (T, V) post-softcap
 
     def input_site(self, hook: str) -> torch.Tensor:
-        return {"hook_resid_mid": self.resid_mid, "ln2.hook_normalized": self.ln2_normalized,
-                "mlp.hook_in": self.mlp_in}[hook]
+        return {
+            "hook_resid_mid": self.resid_mid,
+            "ln2.hook_normalized": self.ln2_normalized,
+            "mlp.hook_in": self.mlp_in,
+        }[hook]
 
     def output_site(self, hook: str) -> torch.Tensor:
         return {"hook_mlp_out": self.mlp_out_resid, "mlp.hook_out": self.mlp_out_module}[hook]
@@ -257,7 +308,7 @@ def _rope(x: torch.Tensor, theta: float) -> torch.Tensor:
     ang = torch.arange(T, dtype=F64)[:, None] * inv[None, :]
     ang = torch.cat([ang, ang], dim=-1)  # (T, hd)
     cos, sin = ang.cos()[:, None, :], ang.sin()[:, None, :]
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
     rot = torch.cat([-x2, x1], dim=-1)
     return x * cos + rot * sin
 
@@ -357,8 +408,14 @@ class OracleModel:
 
     # --- steered forward (interventions) ---------------------------------------------------
     @torch.no_grad()
-    def steered(self, input_ids: torch.Tensor, steer, input_hook: str, output_hook: str,
-                patterns: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def steered(
+        self,
+        input_ids: torch.Tensor,
+        steer,
+        input_hook: str,
+        output_hook: str,
+        patterns: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Live float64 forward with additions at the transcoder output sites; returns logits (T, V).
 
         `steer(l, x_in)` sees layer l's transcoder input and returns {layer: (T, d) addition} for the
@@ -396,8 +453,13 @@ class OracleModel:
         return logits
 
     # --- frozen replacement model ---------------------------------------------------------
-    def frozen_fn(self, clean: CleanRun, input_hook: str = "hook_resid_mid", output_hook: str = "hook_mlp_out",
-                  skip: Callable[[int, torch.Tensor], torch.Tensor] | None = None):
+    def frozen_fn(
+        self,
+        clean: CleanRun,
+        input_hook: str = "hook_resid_mid",
+        output_hook: str = "hook_mlp_out",
+        skip: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    ):
         """f(emb (T,d), inj (L,T,d)) -> (x_in (L,T,d), z (T,d), logits_pre (T,V)), affine.
 
         inj is added to the MLP value at the transcoder output site of each layer; `skip(l, x)`
@@ -548,7 +610,7 @@ def oracle_adjacency(hf_model, transcoders, input_ids, logit_token_ids, oracle: 
     enc_rows = torch.stack([tc.W_enc[l][fi] for l, p, fi in feats]) if nF else torch.zeros(0, d, dtype=F64)
     Jt_i = torch.zeros(nF + K, L, T, d, dtype=F64)
     Jt_e = torch.zeros(nF + K, T, d, dtype=F64)
-    for i, (l, p, fi) in enumerate(feats):
+    for i, (l, p, _fi) in enumerate(feats):
         Jt_i[i] = torch.einsum("d,dmte->mte", enc_rows[i], Jx_i[l, p])
         Jt_e[i] = torch.einsum("d,dte->te", enc_rows[i], Jx_e[l, p])
     U = om.w.W_U
@@ -562,7 +624,7 @@ def oracle_adjacency(hf_model, transcoders, input_ids, logit_token_ids, oracle: 
     S_e = torch.zeros(n_src, T, d, dtype=F64)
     for j, (l, p, fi) in enumerate(feats):
         dec = tc.W_dec[l][fi]  # (n_out, d)
-        S_i[j, l:l + dec.shape[0], p] = acts[l][p, fi] * dec
+        S_i[j, l : l + dec.shape[0], p] = acts[l][p, fi] * dec
     for j, (l, p) in enumerate(errs):
         S_i[nF + j, l, p] = err[l, p]
     for p in range(T):
@@ -571,7 +633,7 @@ def oracle_adjacency(hf_model, transcoders, input_ids, logit_token_ids, oracle: 
 
     adjacency = torch.zeros(N, N, dtype=F64)
     adjacency[:nF, :n_src] = rows[:nF]
-    adjacency[N - K:, :n_src] = rows[nF:]
+    adjacency[N - K :, :n_src] = rows[nF:]
 
     # --- values and constants ------------------------------------------------------------
     x_now, z_now, lp_now = f(clean.emb, inj0)
@@ -586,11 +648,11 @@ def oracle_adjacency(hf_model, transcoders, input_ids, logit_token_ids, oracle: 
             keep = keep + x_clean[l] @ tc.W_skip[l].T  # cancels the clean skip; live skip re-added in f
         inj_zero[l, 1:] = (keep - site[l])[1:]
     x0, z0, _ = f(torch.zeros(T, d, dtype=F64), inj_zero)
-    for i, (l, p, fi) in enumerate(feats):
+    for i, (l, p, _fi) in enumerate(feats):
         values[i] = x_now[l, p] @ enc_rows[i]
         constants[i] = x0[l, p] @ enc_rows[i]
-    values[N - K:] = V_logit @ z_now[T - 1]
-    constants[N - K:] = V_logit @ z0[T - 1]
+    values[N - K :] = V_logit @ z_now[T - 1]
+    constants[N - K :] = V_logit @ z0[T - 1]
 
     return {
         "features": feat_t,

@@ -35,8 +35,16 @@ def test_d_model_mismatch(llama):
 def test_unsupported_architecture():
     from transformers import AutoModelForCausalLM, OPTConfig
 
-    hf = AutoModelForCausalLM.from_config(OPTConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
-                                                    ffn_dim=32, num_attention_heads=2, word_embed_proj_dim=16))
+    hf = AutoModelForCausalLM.from_config(
+        OPTConfig(
+            vocab_size=32,
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            word_embed_proj_dim=16,
+        )
+    )
     with pytest.raises(ValueError, match="unsupported architecture 'opt'.*supports model types"):
         ReplacementModel(hf, tiny_tokenizer(), random_transcoders("plt", 1, 16, 8))
 

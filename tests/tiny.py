@@ -55,47 +55,100 @@ def tiny_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
     return fast
 
 
-def _configure(arch: str, vocab_size: int, tok) -> "object":
+def _configure(arch: str, vocab_size: int, tok) -> object:
     import transformers as tf
 
     common_ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     if arch == "llama":
         return tf.LlamaConfig(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
-            rms_norm_eps=1e-5, tie_word_embeddings=False, attn_implementation="eager", **common_ids,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+            attn_implementation="eager",
+            **common_ids,
         )
     if arch == "qwen2":
         return tf.Qwen2Config(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6,
-            tie_word_embeddings=False, use_sliding_window=False, attn_implementation="eager", **common_ids,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+            use_sliding_window=False,
+            attn_implementation="eager",
+            **common_ids,
         )
     if arch == "qwen3":
         return tf.Qwen3Config(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=12, max_position_embeddings=64,
-            rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False, attn_implementation="eager",
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=12,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+            attention_bias=False,
+            attn_implementation="eager",
             **common_ids,
         )
     if arch == "gemma2":
         return tf.Gemma2Config(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=12, query_pre_attn_scalar=10,
-            sliding_window=4, attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
-            max_position_embeddings=64, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
-            tie_word_embeddings=True, attn_implementation="eager", **common_ids,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=12,
+            query_pre_attn_scalar=10,
+            sliding_window=4,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=3.0,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-6,
+            hidden_activation="gelu_pytorch_tanh",
+            tie_word_embeddings=True,
+            attn_implementation="eager",
+            **common_ids,
         )
     if arch == "gpt2":
         cfg = tf.GPT2Config(
-            vocab_size=vocab_size, n_embd=32, n_layer=3, n_head=4, n_positions=64, n_inner=64,
-            activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0,
-            attn_pdrop=0.0, tie_word_embeddings=True, **common_ids,
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=3,
+            n_head=4,
+            n_positions=64,
+            n_inner=64,
+            activation_function="gelu_new",
+            layer_norm_epsilon=1e-5,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=True,
+            **common_ids,
         )
         cfg._attn_implementation = "eager"
         return cfg

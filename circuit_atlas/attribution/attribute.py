@@ -101,7 +101,9 @@ def attribute(
     # Phase 1: logit targets and their rows.
     with _timed("phase 1: logit rows"):
         logits = ctx.clean.logits[T - 1]
-        tlist = resolve_targets(model, ctx.clean.logits_pre_softcap[T - 1], logits, targets, max_n_logits, desired_logit_prob)
+        tlist = resolve_targets(
+            model, ctx.clean.logits_pre_softcap[T - 1], logits, targets, max_n_logits, desired_logit_prob
+        )
         logit_edges = _logit_rows(ctx, tlist, batch_size)
     K = len(tlist)
 

@@ -289,7 +289,7 @@ def write_graph_files(graph: Graph, out_dir: str | os.PathLike, slug: str, **kwa
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{index_path} is not valid JSON ({exc}); fix or remove it") from None
         if not isinstance(index, dict) or not isinstance(index.get("graphs"), list):
-            raise ValueError(f"{index_path} is not a graph index (expected {{\"graphs\": [...]}})")
+            raise ValueError(f'{index_path} is not a graph index (expected {{"graphs": [...]}})')
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(target, data)
     others = [g for g in index["graphs"] if not (isinstance(g, dict) and g.get("slug") == slug)]

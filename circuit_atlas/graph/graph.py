@@ -127,6 +127,15 @@ class Graph:
         dense[self.row_nodes, : self.n_sources] = self.edges.float()
         return dense
 
+    def edge_list(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every nonzero edge as (targets, sources, weights): node indices (int64) and float32
+        direct effects, sorted by target node then source node. The stable sparse read of a graph."""
+        rows, sources = torch.nonzero(self.edges, as_tuple=True)
+        targets = self.row_nodes[rows]
+        weights = self.edges[rows, sources].float()
+        order = torch.argsort(targets * self.n_nodes + sources)
+        return targets[order], sources[order], weights[order]
+
     @property
     def logit_token_ids(self) -> np.ndarray:
         return self.feature[self.kind == LOGIT].numpy()
@@ -143,7 +152,7 @@ class Graph:
             raise KeyError(f"no node {node!r} in this graph") from None
 
     # --- operations (implemented in sibling modules) -----------------------------------
-    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> "Graph":
+    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Graph:
         from .prune import prune_graph
 
         return prune_graph(self, node_threshold=node_threshold, edge_threshold=edge_threshold)
@@ -160,7 +169,7 @@ class Graph:
         save_graph(self, path)
 
     @classmethod
-    def load(cls, path: str) -> "Graph":
+    def load(cls, path: str) -> Graph:
         from .io import load_graph
 
         return load_graph(path)
@@ -172,14 +181,14 @@ class Graph:
         return to_circuit_tracer_json(self, slug, **kwargs)
 
     @classmethod
-    def from_json(cls, source: Any) -> "Graph":
+    def from_json(cls, source: Any) -> Graph:
         """Read circuit-tracer / Neuronpedia / Anthropic graph JSON (a path or a parsed dict)."""
         from .json_import import from_circuit_tracer_json
 
         return from_circuit_tracer_json(source)
 
     @classmethod
-    def from_circuit_tracer_pt(cls, path: str) -> "Graph":
+    def from_circuit_tracer_pt(cls, path: str) -> Graph:
         """Read circuit-tracer's pickled `.pt` graph without executing code (see graph/legacy.py)."""
         from .legacy import load_circuit_tracer_pt
 

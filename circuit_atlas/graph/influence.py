@@ -91,7 +91,7 @@ def node_influence(
     return propagate(normalized_abs(edges), row_nodes, n_nodes, weights, max_iterations)
 
 
-def logit_weights(graph: "Graph") -> torch.Tensor:
+def logit_weights(graph: Graph) -> torch.Tensor:
     """(N,) float32: each logit node's probability (custom targets: their own), zero elsewhere."""
     from .graph import LOGIT
 
@@ -101,7 +101,7 @@ def logit_weights(graph: "Graph") -> torch.Tensor:
     return w
 
 
-def graph_scores(graph: "Graph") -> dict[str, float]:
+def graph_scores(graph: Graph) -> dict[str, float]:
     """Replacement and completeness scores of an (unpruned) graph.
 
     With I the node influence and w the logit weights:

@@ -26,6 +26,7 @@ from .graph import EMBEDDING, ERROR, FEATURE, LOGIT, Graph
 _OUTPUT_RE = re.compile(r'^.*output:?\s*"(.*)"\s*\(p\s*=\s*([-+0-9.eE]+)\)\s*$', re.IGNORECASE | re.DOTALL)
 _PROB_RE = re.compile(r"\(p\s*=\s*([-+0-9.eE]+)\)")
 
+
 def parse_logit_clerp(clerp: str) -> tuple[str | None, float | None]:
     '''(token, probability) from labels like `Output " Austin" (p=0.316)`, `output: "Austin" (p=0.984)`,
     `Output """ (p=0.122)` or `[Output "big" or "large"] Output "large" (p=0.420)` (the last one wins).'''
@@ -214,8 +215,11 @@ def from_circuit_tracer_json(source: str | os.PathLike | dict) -> Graph:
         "scan": meta.get("scan"),
         "slug": meta.get("slug"),
         "transcoder_list": list(meta.get("transcoder_list") or []),
-        "targets": [{"label": l, "token_id": f, "probability": a, "custom": False}
-                    for k, l, f, a in zip(kind, labels, feature, activation) if k == LOGIT],  # fmt: skip
+        "targets": [
+            {"label": l, "token_id": f, "probability": a, "custom": False}
+            for k, l, f, a in zip(kind, labels, feature, activation)
+            if k == LOGIT
+        ],  # fmt: skip
         "import_warnings": warnings,
         SOURCE_KEY: {"metadata": meta, "qParams": data.get("qParams"), "nodes": originals},
     }

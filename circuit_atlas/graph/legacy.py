@@ -197,9 +197,14 @@ def load_circuit_tracer_pt(path: str | os.PathLike, tokenizer: Any = None) -> Gr
         "tokenizer_name": cfg.get("tokenizer_name") if isinstance(cfg, dict) else None,
         "vocab_size": vocab_size,
         "cfg": cfg,
-        "targets": [{"label": t.token_str, "token_id": t.vocab_idx, "probability": float(p),
-                     "custom": isinstance(vocab_size, int) and t.vocab_idx >= vocab_size}
-                    for t, p in zip(targets, probs.tolist())],  # fmt: skip
+        "targets": [
+            {
+                "label": t.token_str,
+                "token_id": t.vocab_idx,
+                "probability": float(p),
+                "custom": isinstance(vocab_size, int) and t.vocab_idx >= vocab_size,
+            }
+            for t, p in zip(targets, probs.tolist())
+        ],  # fmt: skip
     }
     return graph
-

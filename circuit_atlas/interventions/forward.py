@@ -62,7 +62,9 @@ def constrained(layers: Iterable[int] | None = None) -> Mode:
 def as_mode(mode: Mode | str, n_layers: int) -> Mode:
     if isinstance(mode, str):
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use 'free', 'frozen_attention', 'constrained' or constrained(layers)")
+            raise ValueError(
+                f"unknown mode {mode!r}; use 'free', 'frozen_attention', 'constrained' or constrained(layers)"
+            )
         mode = Mode(mode)
     if not isinstance(mode, Mode):
         raise ValueError(f"mode must be a string or constrained(layers), got {mode!r}")
@@ -148,10 +150,14 @@ def resolve(interventions: Sequence[Intervention], transcoders, n_prompt: int, n
         for (layer, index), position in targets:
             layer, index = int(layer), int(index)
             if not 0 <= layer < transcoders.n_layers:
-                raise ValueError(f"layer {layer} does not exist; the transcoders have layers 0..{transcoders.n_layers - 1}")
+                raise ValueError(
+                    f"layer {layer} does not exist; the transcoders have layers 0..{transcoders.n_layers - 1}"
+                )
             width = transcoders.width(layer)
             if not 0 <= index < width:
-                raise ValueError(f"feature {index} does not exist at layer {layer}; that layer has features 0..{width - 1}")
+                raise ValueError(
+                    f"feature {index} does not exist at layer {layer}; that layer has features 0..{width - 1}"
+                )
             start, stop, step = _span(position, n_prompt, n_total)
             edits.append(Edit(layer, index, start, stop, step, iv.value, iv.scale))
     seen: dict[tuple[int, int, int], int] = {}
@@ -159,7 +165,9 @@ def resolve(interventions: Sequence[Intervention], transcoders, n_prompt: int, n
         for p in e.positions(0, n_total):
             key = (e.layer, e.index, p)
             if key in seen:
-                raise ValueError(f"feature {e.index} at layer {e.layer}, position {p} is intervened on twice; give it one value")
+                raise ValueError(
+                    f"feature {e.index} at layer {e.layer}, position {p} is intervened on twice; give it one value"
+                )
             seen[key] = 1
     return edits
 
@@ -216,7 +224,9 @@ class InterventionRunner:
         self.caches = [LayerCache() for _ in range(self.w.n_layers)]
         self.clean_acts = None  # the "current" activations of constrained layers
         if clean is not None and mode.kind == "constrained":
-            self.clean_acts = [self.tc.activate(l, self.tc.encode(l, clean.feature_inputs[l])) for l in range(self.w.n_layers)]
+            self.clean_acts = [
+                self.tc.activate(l, self.tc.encode(l, clean.feature_inputs[l])) for l in range(self.w.n_layers)
+            ]
 
     @property
     def length(self) -> int:

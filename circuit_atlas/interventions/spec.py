@@ -13,9 +13,9 @@ activation; `scale` multiplies the feature's current activation (x0 ablates, x-2
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
-Position = Union[int, slice, str]
+Position = int | slice | str
 
 
 class Feature(NamedTuple):

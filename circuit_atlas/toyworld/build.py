@@ -40,16 +40,23 @@ def tokenization_stats(tokenizer) -> dict:
         "vocab_size": len(tokenizer),
         "cities_multi_token_fraction": sum(k > 1 for k in n) / len(n),
         "city_tokens_mean": sum(n) / len(n),
-        "capitals_single_token_fraction": sum(T.n_tokens(tokenizer, r.capital) == 1 for r in W.REGIONS) / len(W.REGIONS),
+        "capitals_single_token_fraction": sum(T.n_tokens(tokenizer, r.capital) == 1 for r in W.REGIONS)
+        / len(W.REGIONS),
         "regions_single_token_fraction": sum(T.n_tokens(tokenizer, r.name) == 1 for r in W.REGIONS) / len(W.REGIONS),
-        "showcase": {c: tokenizer.convert_ids_to_tokens(tokenizer.encode(" " + c, add_special_tokens=False))
-                     for c in W.SHOWCASE},
+        "showcase": {
+            c: tokenizer.convert_ids_to_tokens(tokenizer.encode(" " + c, add_special_tokens=False)) for c in W.SHOWCASE
+        },
     }
 
 
-def build_toyworld_model(out_dir, *, seed: int = 0, progress: bool = True,
-                         corpus_config: C.CorpusConfig | None = None,
-                         model_config: M.ModelConfig | None = None) -> dict:
+def build_toyworld_model(
+    out_dir,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    corpus_config: C.CorpusConfig | None = None,
+    model_config: M.ModelConfig | None = None,
+) -> dict:
     """Generate the corpus, train tokenizer and model, save them to `out_dir`, evaluate.
 
     Returns the metrics dict (also written to `out_dir/metrics.json`).

@@ -161,11 +161,18 @@ class _Sampler:
         self.trained = [(c, r) for c, r in self.cities if c not in held]
         self.code_cities = self.cities if cfg.two_hop_code_heldout else self.trained
         cats = [
-            ("city", cfg.w_city), ("capital", cfg.w_capital), ("code", cfg.w_code),
-            ("city_code", cfg.w_city_code), ("two_hop", cfg.w_two_hop), ("two_hop_code", cfg.w_two_hop_code),
+            ("city", cfg.w_city),
+            ("capital", cfg.w_capital),
+            ("code", cfg.w_code),
+            ("city_code", cfg.w_city_code),
+            ("two_hop", cfg.w_two_hop),
+            ("two_hop_code", cfg.w_two_hop_code),
             ("chain", cfg.w_chain),
-            ("opposite", cfg.w_opposite), ("synonym", cfg.w_synonym), ("translation", cfg.w_translation),
-            ("codeswitch", cfg.w_codeswitch), ("filler", cfg.w_filler),
+            ("opposite", cfg.w_opposite),
+            ("synonym", cfg.w_synonym),
+            ("translation", cfg.w_translation),
+            ("codeswitch", cfg.w_codeswitch),
+            ("filler", cfg.w_filler),
         ]
         self.cats = [c for c, w in cats if w > 0]
         self.weights = [w for _, w in cats if w > 0]
@@ -254,8 +261,9 @@ def _pair(rng: random.Random, lang: str) -> tuple[str, str]:
     return (b, a) if rng.random() < 0.5 else (a, b)
 
 
-def generate_corpus(seed: int = 0, n_sentences: int = 200_000, config: CorpusConfig | None = None,
-                    stream: str = "") -> list[str]:
+def generate_corpus(
+    seed: int = 0, n_sentences: int = 200_000, config: CorpusConfig | None = None, stream: str = ""
+) -> list[str]:
     """`n_sentences` documents, deterministic in (seed, config, stream)."""
     cfg = dataclasses.replace(config or CorpusConfig(), seed=seed, n_sentences=n_sentences)
     W.check_world()

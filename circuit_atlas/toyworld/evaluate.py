@@ -19,7 +19,7 @@ def answer_ids(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int
     full = tokenizer.encode(prompt + answer, add_special_tokens=False)
     if full[: len(p)] != p:  # merges across the boundary: fall back to separate encodings
         full = p + tokenizer.encode(answer, add_special_tokens=False)
-    return [tokenizer.bos_token_id] + p, full[len(p):]
+    return [tokenizer.bos_token_id] + p, full[len(p) :]
 
 
 @torch.no_grad()
@@ -51,7 +51,9 @@ def correct_mask(model, tokenizer, items: list[tuple[str, str]], batch_size: int
 
 def evaluate(model, tokenizer, sets: dict[str, list[tuple[str, str]]]) -> dict[str, float]:
     """Accuracy (0..1) per evaluation set."""
-    return {name: sum(m) / max(1, len(m)) for name, m in ((n, correct_mask(model, tokenizer, s)) for n, s in sets.items())}
+    return {
+        name: sum(m) / max(1, len(m)) for name, m in ((n, correct_mask(model, tokenizer, s)) for n, s in sets.items())
+    }
 
 
 def failures(model, tokenizer, items: list[tuple[str, str]], limit: int = 20) -> list[tuple[str, str, str]]:
@@ -65,7 +67,7 @@ def failures(model, tokenizer, items: list[tuple[str, str]], limit: int = 20) ->
             for _ in range(len(a)):
                 nxt = model(input_ids=ids).logits[0, -1].argmax()
                 ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-        out.append((prompt, answer, tokenizer.decode(ids[0, len(p):])))
+        out.append((prompt, answer, tokenizer.decode(ids[0, len(p) :])))
     return out
 
 

@@ -65,11 +65,20 @@ def make_model(cfg: ModelConfig, tokenizer):
 
     torch.manual_seed(cfg.seed)
     conf = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
-        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=max(64, cfg.max_len), rms_norm_eps=1e-5, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, attention_bias=False, mlp_bias=False,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=max(64, cfg.max_len),
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attention_bias=False,
+        mlp_bias=False,
     )
     return LlamaForCausalLM(conf)
 
@@ -97,12 +106,21 @@ def _batch(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]
         ids[i, : len(s)] = torch.tensor(s)
     labels = ids.clone()
     for i, s in enumerate(seqs):
-        labels[i, len(s):] = -100
+        labels[i, len(s) :] = -100
     return ids, labels
 
 
-def train_model(docs: list[str], tokenizer, cfg: ModelConfig, *, progress: bool = True, callback=None,
-                callback_every: int = 0, first_docs: list[str] | None = None, first_steps: int | None = None):
+def train_model(
+    docs: list[str],
+    tokenizer,
+    cfg: ModelConfig,
+    *,
+    progress: bool = True,
+    callback=None,
+    callback_every: int = 0,
+    first_docs: list[str] | None = None,
+    first_steps: int | None = None,
+):
     """Train a fresh model on `docs`; returns (model, info) with info = {seconds, final_loss, ...}.
 
     Curriculum: if `first_docs` is given, the first `first_steps` steps sample from it instead.
@@ -119,11 +137,13 @@ def train_model(docs: list[str], tokenizer, cfg: ModelConfig, *, progress: bool 
     pad = tokenizer.pad_token_id
 
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8,
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-8,
     )
 
     def lr_at(step: int) -> float:

@@ -47,7 +47,9 @@ def main() -> None:
 
     print("\n## Transcoders on held-out text (corpus seed 1) and on the Dallas graph\n")
     hf = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
-    print("| set | FVU per layer | L0 per layer | top-1 agreement | KL | dead | graph features (pruned) | replacement | completeness |")
+    print(
+        "| set | FVU per layer | L0 per layer | top-1 agreement | KL | dead | graph features (pruned) | replacement | completeness |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in ("toyworld-plt", "toyworld-clt"):
         tc = load_transcoders(ZOO_DIR / TRANSCODERS[name])
@@ -62,8 +64,10 @@ def main() -> None:
         s = pruned.scores()
         fvu = " / ".join(f"{x:.3f}" for x in m["fvu"])
         l0 = " / ".join(f"{x:.1f}" for x in m["l0"])
-        print(f"| {name} | {fvu} | {l0} | {m['top1_agreement']:.3f} | {m['kl']:.3f} | {m['dead_fraction_mean']:.3f} "
-              f"| {graph.count('feature')} ({pruned.count('feature')}) | {s['replacement']:.3f} | {s['completeness']:.3f} |")
+        print(
+            f"| {name} | {fvu} | {l0} | {m['top1_agreement']:.3f} | {m['kl']:.3f} | {m['dead_fraction_mean']:.3f} "
+            f"| {graph.count('feature')} ({pruned.count('feature')}) | {s['replacement']:.3f} | {s['completeness']:.3f} |"
+        )
 
     model = ReplacementModel.from_pretrained("toyworld", "toyworld-clt")
     ids = model.tokenize(PROMPT)

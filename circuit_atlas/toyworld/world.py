@@ -43,7 +43,9 @@ def _r(name: str, kind: str, capital: str, code: str, cities: str) -> Region:
 REGIONS: tuple[Region, ...] = (
     # --- US states -------------------------------------------------------------------------
     _r("Texas", "state", "Austin", "TX", "Dallas, Houston, San Antonio, El Paso, Fort Worth, Lubbock"),
-    _r("California", "state", "Sacramento", "CA", "Oakland, Los Angeles, San Diego, San Francisco, Fresno, Bakersfield"),
+    _r(
+        "California", "state", "Sacramento", "CA", "Oakland, Los Angeles, San Diego, San Francisco, Fresno, Bakersfield"
+    ),
     _r("Florida", "state", "Tallahassee", "FL", "Miami, Orlando, Tampa, Jacksonville, Pensacola, Gainesville"),
     _r("Illinois", "state", "Springfield", "IL", "Chicago, Peoria, Rockford, Naperville, Joliet, Evanston"),
     _r("Washington", "state", "Olympia", "WA", "Seattle, Spokane, Tacoma, Bellevue, Yakima, Everett"),
@@ -79,7 +81,9 @@ REGIONS: tuple[Region, ...] = (
     _r("Manitoba", "province", "Winnipeg", "MB", "Brandon, Steinbach, Thompson, Selkirk, Dauphin, Morden"),
     _r("Saskatchewan", "province", "Regina", "SK", "Saskatoon, Moose Jaw, Prince Albert, Yorkton, Estevan, Weyburn"),
     _r("Nova Scotia", "province", "Halifax", "NS", "Truro, Dartmouth, Yarmouth, Lunenburg, Antigonish, Amherst"),
-    _r("New Brunswick", "province", "Fredericton", "NB", "Moncton, Saint John, Bathurst, Miramichi, Edmundston, Dieppe"),
+    _r(
+        "New Brunswick", "province", "Fredericton", "NB", "Moncton, Saint John, Bathurst, Miramichi, Edmundston, Dieppe"
+    ),
     _r("Yukon", "province", "Whitehorse", "YT", "Dawson, Watson Lake, Haines Junction, Carmacks, Mayo, Teslin"),
     _r("Nunavut", "province", "Iqaluit", "NU", "Rankin Inlet, Arviat, Baker Lake, Igloolik, Pangnirtung, Kugluktuk"),
     # --- countries ---------------------------------------------------------------------------
@@ -155,30 +159,98 @@ OPPOSITES: tuple[tuple[tuple[str, str], tuple[str, str], tuple[str, str]], ...] 
 
 # Synonyms per language (word, synonym); symmetric.
 SYNONYMS: dict[str, tuple[tuple[str, str], ...]] = {
-    "en": (("big", "large"), ("small", "little"), ("fast", "quick"), ("happy", "glad"),
-           ("begin", "start"), ("end", "finish"), ("sad", "unhappy"), ("rich", "wealthy"),
-           ("hard", "difficult"), ("near", "close")),
-    "fr": (("grand", "gros"), ("petit", "menu"), ("rapide", "vite"), ("heureux", "content"),
-           ("commencer", "débuter"), ("finir", "terminer"), ("triste", "malheureux"), ("riche", "aisé"),
-           ("beau", "joli"), ("vieux", "âgé")),
-    "zh": (("大", "巨"), ("小", "微"), ("快", "迅"), ("喜", "乐"), ("美", "丽"),
-           ("冷", "寒"), ("远", "遥"), ("黑", "暗"), ("净", "洁"), ("强", "壮")),
+    "en": (
+        ("big", "large"),
+        ("small", "little"),
+        ("fast", "quick"),
+        ("happy", "glad"),
+        ("begin", "start"),
+        ("end", "finish"),
+        ("sad", "unhappy"),
+        ("rich", "wealthy"),
+        ("hard", "difficult"),
+        ("near", "close"),
+    ),
+    "fr": (
+        ("grand", "gros"),
+        ("petit", "menu"),
+        ("rapide", "vite"),
+        ("heureux", "content"),
+        ("commencer", "débuter"),
+        ("finir", "terminer"),
+        ("triste", "malheureux"),
+        ("riche", "aisé"),
+        ("beau", "joli"),
+        ("vieux", "âgé"),
+    ),
+    "zh": (
+        ("大", "巨"),
+        ("小", "微"),
+        ("快", "迅"),
+        ("喜", "乐"),
+        ("美", "丽"),
+        ("冷", "寒"),
+        ("远", "遥"),
+        ("黑", "暗"),
+        ("净", "洁"),
+        ("强", "壮"),
+    ),
 }
 
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "zh": "Chinese"}
 
 # Filler vocabulary (simple sentences with no facts about the world).
 FILLER = {
-    "subjects": ("The cat", "The dog", "A farmer", "My friend", "The teacher", "A child", "The baker",
-                 "Our neighbor", "The doctor", "A student", "The old man", "The girl"),
+    "subjects": (
+        "The cat",
+        "The dog",
+        "A farmer",
+        "My friend",
+        "The teacher",
+        "A child",
+        "The baker",
+        "Our neighbor",
+        "The doctor",
+        "A student",
+        "The old man",
+        "The girl",
+    ),
     "verbs": ("likes", "sees", "found", "wanted", "bought", "painted", "carried", "lost", "washed", "opened"),
-    "objects": ("an apple", "the book", "a red car", "the blue door", "a small box", "the garden",
-                "a letter", "the window", "a green hat", "the bread", "a wooden chair", "the map"),
+    "objects": (
+        "an apple",
+        "the book",
+        "a red car",
+        "the blue door",
+        "a small box",
+        "the garden",
+        "a letter",
+        "the window",
+        "a green hat",
+        "the bread",
+        "a wooden chair",
+        "the map",
+    ),
     "tails": ("", " today", " yesterday", " in the morning", " at night", " again", " slowly", " with care"),
-    "fr": ("Le chat dort.", "Il fait beau aujourd'hui.", "Nous mangeons du pain.", "La porte est ouverte.",
-           "Le chien court dans le jardin.", "Elle lit un livre.", "Il pleut ce matin.", "Je bois de l'eau."),
-    "zh": ("猫在睡觉。", "今天天气很好。", "我们吃米饭。", "门开着。", "狗在花园里跑。", "她在看书。",
-           "早上下雨。", "我喝水。"),
+    "fr": (
+        "Le chat dort.",
+        "Il fait beau aujourd'hui.",
+        "Nous mangeons du pain.",
+        "La porte est ouverte.",
+        "Le chien court dans le jardin.",
+        "Elle lit un livre.",
+        "Il pleut ce matin.",
+        "Je bois de l'eau.",
+    ),
+    "zh": (
+        "猫在睡觉。",
+        "今天天气很好。",
+        "我们吃米饭。",
+        "门开着。",
+        "狗在花园里跑。",
+        "她在看书。",
+        "早上下雨。",
+        "我喝水。",
+    ),
 }
 
 

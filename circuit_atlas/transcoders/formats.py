@@ -73,9 +73,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt") as f:
             return {key: f.get_tensor(key) for key in f.keys()}
     except Exception as err:
-        raise ValueError(
-            f"{path} is not a readable safetensors file ({err}); re-download or re-export it"
-        ) from err
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); re-download or re-export it") from err
 
 
 def _read_npz(path: Path) -> dict[str, torch.Tensor]:
@@ -237,9 +235,7 @@ def assemble(
     for key, what in (("threshold", "thresholds"), ("W_skip", "a skip matrix")):
         have = [l for l, layer in enumerate(layers) if layer.get(key) is not None]
         if have and len(have) != len(layers):
-            raise ValueError(
-                f"{source}: layers {have} have {what} but the others do not; every layer must agree"
-            )
+            raise ValueError(f"{source}: layers {have} have {what} but the others do not; every layer must agree")
     if activation is None:
         if layers[0].get("threshold") is not None:
             activation = "jumprelu"
@@ -272,9 +268,19 @@ def assemble(
         return [cast(layer[key]) for layer in layers]
 
     return Transcoders(
-        kind=kind, W_enc=column("W_enc"), b_enc=column("b_enc"), W_dec=column("W_dec"), b_dec=column("b_dec"),
-        activation=activation, threshold=column("threshold"), k=None if k is None else int(k),
-        W_skip=column("W_skip"), input_hook=hooks[0], output_hook=hooks[1], name=name, metadata=metadata,
+        kind=kind,
+        W_enc=column("W_enc"),
+        b_enc=column("b_enc"),
+        W_dec=column("W_dec"),
+        b_dec=column("b_dec"),
+        activation=activation,
+        threshold=column("threshold"),
+        k=None if k is None else int(k),
+        W_skip=column("W_skip"),
+        input_hook=hooks[0],
+        output_hook=hooks[1],
+        name=name,
+        metadata=metadata,
     )
 
 
@@ -320,7 +326,7 @@ def read_circuit_atlas(directory: Path, overrides: Hooks = (None, None)) -> Tran
     found = numbered_files(directory, r"layer_(\d+)\.safetensors")
     files = require_layers(found, directory, "layer_{l}.safetensors", n_layers)
     layers = []
-    for l, file in enumerate(files):
+    for _l, file in enumerate(files):
         tensors = read_tensors(file)
         layer = {key: _take(tensors, key, file) for key in ("W_enc", "b_enc", "W_dec", "b_dec")}
         layer["threshold"], layer["W_skip"] = tensors.get("threshold"), tensors.get("W_skip")
@@ -337,8 +343,14 @@ def read_circuit_atlas(directory: Path, overrides: Hooks = (None, None)) -> Tran
         )
     hooks = _hooks((manifest.get("input_hook"), manifest.get("output_hook")), DEFAULT_HOOKS, overrides)
     return assemble(
-        layers, kind=manifest["kind"], activation=manifest["activation"], k=manifest.get("k"), hooks=hooks,
-        name=str(manifest.get("name", directory.name)), metadata=dict(manifest.get("metadata") or {}), source=directory,
+        layers,
+        kind=manifest["kind"],
+        activation=manifest["activation"],
+        k=manifest.get("k"),
+        hooks=hooks,
+        name=str(manifest.get("name", directory.name)),
+        metadata=dict(manifest.get("metadata") or {}),
+        source=directory,
     )
 
 
@@ -361,8 +373,14 @@ def read_layer_set(
     name, metadata = _foreign_info(directory, config, source_format)
     hooks = _hooks(_config_hooks(config), GEMMASCOPE_HOOKS if gemmascope else DEFAULT_HOOKS, overrides)
     return assemble(
-        layers, kind=kind, activation=config.get("activation"), k=config.get("k"), hooks=hooks,
-        name=name, metadata=metadata, source=directory,
+        layers,
+        kind=kind,
+        activation=config.get("activation"),
+        k=config.get("k"),
+        hooks=hooks,
+        name=name,
+        metadata=metadata,
+        source=directory,
     )
 
 
@@ -374,16 +392,24 @@ def read_circuit_tracer_clt(directory: Path, config: dict, overrides: Hooks = (N
     for l in range(L):
         tensors = read_tensors(enc[l])
         W_enc = _take(tensors, f"W_enc_{l}", enc[l])  # (F, d)
-        layers.append({
-            "W_enc": W_enc,
-            "b_enc": _take(tensors, f"b_enc_{l}", enc[l]),
-            "b_dec": _take(tensors, f"b_dec_{l}", enc[l]),
-            "threshold": _flat_threshold(tensors.get(f"threshold_{l}"), W_enc.shape[0], enc[l]),
-            "W_skip": tensors.get(f"W_skip_{l}"),  # our extension, x @ W_skip.T
-            "W_dec": _take(read_tensors(dec[l]), f"W_dec_{l}", dec[l]),  # (F, L - l, d)
-        })
+        layers.append(
+            {
+                "W_enc": W_enc,
+                "b_enc": _take(tensors, f"b_enc_{l}", enc[l]),
+                "b_dec": _take(tensors, f"b_dec_{l}", enc[l]),
+                "threshold": _flat_threshold(tensors.get(f"threshold_{l}"), W_enc.shape[0], enc[l]),
+                "W_skip": tensors.get(f"W_skip_{l}"),  # our extension, x @ W_skip.T
+                "W_dec": _take(read_tensors(dec[l]), f"W_dec_{l}", dec[l]),  # (F, L - l, d)
+            }
+        )
     name, metadata = _foreign_info(directory, config, "circuit-tracer-clt")
     return assemble(
-        layers, kind="clt", activation=config.get("activation"), k=config.get("k"),
-        hooks=_hooks(_config_hooks(config), DEFAULT_HOOKS, overrides), name=name, metadata=metadata, source=directory,
+        layers,
+        kind="clt",
+        activation=config.get("activation"),
+        k=config.get("k"),
+        hooks=_hooks(_config_hooks(config), DEFAULT_HOOKS, overrides),
+        name=name,
+        metadata=metadata,
+        source=directory,
     )

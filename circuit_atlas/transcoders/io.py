@@ -350,4 +350,3 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
-

@@ -92,9 +92,17 @@ def random_transcoders(
         return [t.to(dtype) for t in ts]
 
     return Transcoders(
-        kind=kind, W_enc=cast(W_enc), b_enc=cast(b_enc), W_dec=cast(W_dec), b_dec=cast(b_dec),
-        activation=activation, threshold=cast(threshold) if activation == "jumprelu" else None, k=k,
-        W_skip=cast(W_skip) if skip else None, input_hook=input_hook, output_hook=output_hook,
+        kind=kind,
+        W_enc=cast(W_enc),
+        b_enc=cast(b_enc),
+        W_dec=cast(W_dec),
+        b_dec=cast(b_dec),
+        activation=activation,
+        threshold=cast(threshold) if activation == "jumprelu" else None,
+        k=k,
+        W_skip=cast(W_skip) if skip else None,
+        input_hook=input_hook,
+        output_hook=output_hook,
         name=f"random-{kind}-L{L}-d{d}-F{F}-seed{seed}",
         metadata={"random": {"seed": seed, "activation": activation, "k": k, "skip": skip}},
     )

@@ -142,7 +142,7 @@ class Transcoders:
                 out[l] += skip
         return out
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Transcoders":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Transcoders:
         """Move/cast every tensor in place and return self."""
 
         def move(t: torch.Tensor) -> torch.Tensor:

@@ -78,19 +78,19 @@ def _engine():
     return ReplacementModel, attribute
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer():
     return tiny_tokenizer()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pristine(arch: str):
     """(hf float32 model, OracleModel) — the HF model is never handed to the engine itself."""
     hf = tiny_model(arch, 0, tokenizer=tokenizer())
     return hf, OracleModel(hf)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def transcoders_for(case):
     arch, kind, skip, act, ih, oh = case
     hf, _ = pristine(arch)
@@ -98,7 +98,7 @@ def transcoders_for(case):
     return tiny_transcoders(hf, kind, skip, act, ih, oh, prompt_ids(tokenizer()), seed=seed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def engine_case(case):
     """Engine model + full graph + oracle adjacency for the graph's logit targets."""
     ReplacementModel, attribute = _engine()
@@ -112,8 +112,16 @@ def engine_case(case):
     t0 = time.perf_counter()
     oracle = oracle_adjacency(hf, tc, graph.input_ids, [int(t) for t in graph.logit_token_ids], oracle=om)
     t_oracle = time.perf_counter() - t0
-    return {"model": model, "graph": graph, "oracle": oracle, "tc": tc, "hf": hf, "om": om,
-            "t_engine": t_engine, "t_oracle": t_oracle}
+    return {
+        "model": model,
+        "graph": graph,
+        "oracle": oracle,
+        "tc": tc,
+        "hf": hf,
+        "om": om,
+        "t_engine": t_engine,
+        "t_oracle": t_oracle,
+    }
 
 
 def _labels(o) -> list[str]:
@@ -413,7 +421,7 @@ def test_intervention_engine(case):
             if k == 0:
                 a = float(g.activation[s])
                 dec = tc.W_dec[l][f]
-                dl[l:l + dec.shape[0], p] = a * dec
+                dl[l : l + dec.shape[0], p] = a * dec
             elif k == 1:
                 dl[l, p] = err[l, p]
             else:
@@ -458,8 +466,13 @@ def test_frozen_model_linear(case):
     assert x.dtype == torch.float64
     # (1e-6: Gemma-2's normalizer sqrt(d) is float32-rounded by HF for the float32 model the oracle
     # reads, but may be exact for this float64 engine model)
-    torch.testing.assert_close(fr.embeddings.double(), clean.emb, atol=0, rtol=1e-6,
-                               msg=lambda m: f"FrozenModel.embeddings != token-embedding contributions: {m}")
+    torch.testing.assert_close(
+        fr.embeddings.double(),
+        clean.emb,
+        atol=0,
+        rtol=1e-6,
+        msg=lambda m: f"FrozenModel.embeddings != token-embedding contributions: {m}",
+    )
     torch.testing.assert_close(fr.feature_inputs.double(), clean.input_site(case[4]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fr.mlp_outputs.double(), clean.output_site(case[5]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(x.double(), fr.feature_inputs.double(), atol=1e-10, rtol=1e-10)
@@ -481,14 +494,23 @@ def test_frozen_model_linear(case):
         F2 = [u - v for u, v in zip(fr.run(e2 + de, d2 + dd), fr.run(e2, d2))]
         for name, a, b in zip(("feature_inputs", "final_resid", "logits"), F1, F2):
             assert (a - b).abs().max() < 1e-9 * (1 + a.abs().max()), f"{name}: not affine"
-        for name, a, b, c0 in zip(("feature_inputs", "final_resid", "logits"),
-                                  fr.run(e1 + de, d1 + dd), fr.run(e1 - de, d1 - dd), fr.run(e1, d1)):
+        for name, a, b, c0 in zip(
+            ("feature_inputs", "final_resid", "logits"),
+            fr.run(e1 + de, d1 + dd),
+            fr.run(e1 - de, d1 - dd),
+            fr.run(e1, d1),
+        ):
             assert (a + b - 2 * c0).abs().max() < 1e-9 * (1 + c0.abs().max()), f"{name}: second difference"
         # the engine's frozen model equals the oracle's frozen model off the clean point
         f = om.frozen_fn(clean, case[4], case[5], _skip_fn(transcoders_f64(tc)))
         for name, a, b in zip(("feature_inputs", "final_resid", "logits"), fr.run(e2, d2), f(e2, d2)):
-            torch.testing.assert_close(a.double(), b, atol=1e-5 * (1 + float(b.abs().max())), rtol=1e-5,
-                                       msg=lambda m, name=name: f"{name} off the clean point: {m}")
+            torch.testing.assert_close(
+                a.double(),
+                b,
+                atol=1e-5 * (1 + float(b.abs().max())),
+                rtol=1e-5,
+                msg=lambda m, name=name: f"{name} off the clean point: {m}",
+            )
 
     # --- Jacobian identical at two points (random vector-Jacobian products) --------------
     def vjps(e0, d0, cot):
@@ -532,8 +554,10 @@ def test_frozen_model_linear(case):
 # ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "case",
-    [("llama", "plt", False, "jumprelu", "hook_resid_mid", "hook_mlp_out"),
-     ("gemma2", "clt", False, "jumprelu", "hook_resid_mid", "hook_mlp_out")],
+    [
+        ("llama", "plt", False, "jumprelu", "hook_resid_mid", "hook_mlp_out"),
+        ("gemma2", "clt", False, "jumprelu", "hook_resid_mid", "hook_mlp_out"),
+    ],
     ids=case_id,
 )
 def test_partial_graph_rows_equal_full(case):
@@ -541,8 +565,15 @@ def test_partial_graph_rows_equal_full(case):
     c = engine_case(case)
     full, model = c["graph"], c["model"]
     k = 150
-    part = attribute(model, PROMPT, max_n_logits=MAX_N_LOGITS, desired_logit_prob=DESIRED_PROB,
-                     max_feature_nodes=k, batch_size=32, progress=False)
+    part = attribute(
+        model,
+        PROMPT,
+        max_n_logits=MAX_N_LOGITS,
+        desired_logit_prob=DESIRED_PROB,
+        max_feature_nodes=k,
+        batch_size=32,
+        progress=False,
+    )
     for col in ("kind", "layer", "position", "feature"):
         assert torch.equal(getattr(part, col).long(), getattr(full, col).long()), col
     torch.testing.assert_close(part.activation, full.activation)

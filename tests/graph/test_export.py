@@ -7,7 +7,6 @@ import re
 import jsonschema
 import pytest
 import torch
-
 from shared import REAL_GRAPHS
 
 from circuit_atlas.graph.export import cantor, to_circuit_tracer_json, write_graph_files
@@ -19,7 +18,12 @@ SCHEMA = json.loads((REAL / "schemas/graph-schema.json").read_text())
 # file, dialect, (features, errors, embeddings, logits), links  -- from real_graphs/README.md
 REAL_FILES = [
     ("anthropic/capital-state-dallas.json", "anthropic", (71, 11, 11, 1), 2205),
-    ("neuronpedia/gemma-clt-fact-dallas-austin_2025-09-25T14-52-21-776Z.json", "circuit-tracer", (304, 90, 11, 10), 4944),
+    (
+        "neuronpedia/gemma-clt-fact-dallas-austin_2025-09-25T14-52-21-776Z.json",
+        "circuit-tracer",
+        (304, 90, 11, 10),
+        4944,
+    ),
     ("neuronpedia/3plus5-plt.json", "legacy", (463, 80, 7, 8), 22789),
     ("circuit_tracer_local/dallas-austin-topk/dallas-austin.json", "circuit-tracer", (10, 3, 8, 10), 33),
 ]
@@ -62,7 +66,11 @@ def test_export_hand_built_graph(dag):
     assert list(nodes) == ["0_3_1", "0_5_2", "1_7_2", "0_0_1", "0_0_2", "0_1_1", "0_1_2",
                            "E_2_0", "E_40_1", "E_41_2", "3_11_2", "3_12_2"]  # fmt: skip
     f2 = nodes["1_7_2"]
-    assert (f2["feature"], f2["layer"], f2["ctx_idx"], f2["jsNodeId"]) == (cantor(1, 7), "1", 2, "1_7-0") == (43, "1", 2, "1_7-0")
+    assert (
+        (f2["feature"], f2["layer"], f2["ctx_idx"], f2["jsNodeId"])
+        == (cantor(1, 7), "1", 2, "1_7-0")
+        == (43, "1", 2, "1_7-0")
+    )
     assert f2["feature_type"] == "cross layer transcoder" and f2["activation"] == 0.5
     assert f2["influence"] == pytest.approx(0.3 / 1.575)  # top-ranked node: its own share of the total
     err = nodes["0_1_2"]
@@ -86,7 +94,16 @@ def test_export_hand_built_graph(dag):
 def test_export_pruned(dag):
     out = to_circuit_tracer_json(dag, "p", node_threshold=0.8, edge_threshold=0.9)
     jsonschema.validate(out, SCHEMA)
-    assert [n["node_id"] for n in out["nodes"]] == ["0_3_1", "0_5_2", "1_7_2", "E_2_0", "E_40_1", "E_41_2", "3_11_2", "3_12_2"]
+    assert [n["node_id"] for n in out["nodes"]] == [
+        "0_3_1",
+        "0_5_2",
+        "1_7_2",
+        "E_2_0",
+        "E_40_1",
+        "E_41_2",
+        "3_11_2",
+        "3_12_2",
+    ]
     assert len(out["links"]) == 8
     # cumulative influence over the *unpruned* graph: emb0 is last of the non-zero nodes -> 1.0
     influence = {n["node_id"]: n["influence"] for n in out["nodes"]}
@@ -97,7 +114,9 @@ def test_export_pruned(dag):
     # without them: (1.29375 + .05625) / 1.575
     again = to_circuit_tracer_json(dag.prune(node_threshold=0.8, edge_threshold=0.9), "p", prune=False)
     scores = [n["influence"] for n in again["nodes"]]
-    assert scores[:3] + scores[4:6] == pytest.approx([n["influence"] for n in out["nodes"]][:3] + [influence["E_40_1"], influence["E_41_2"]])
+    assert scores[:3] + scores[4:6] == pytest.approx(
+        [n["influence"] for n in out["nodes"]][:3] + [influence["E_40_1"], influence["E_41_2"]]
+    )
     assert scores[3] == pytest.approx(1.35 / 1.575)
 
 
@@ -122,7 +141,9 @@ def test_colliding_ids_are_made_unique(graph_builder):
     jsonschema.validate(out, SCHEMA)
     ids = [n["node_id"] for n in out["nodes"]]
     assert len(set(ids)) == len(ids) and ids[:3] == ["0_2_1", "1_0_1", "err_2_1"]
-    assert out["metadata"]["id_collisions"] == [{"node_id": "0_2_1", "renamed_to": "err_2_1", "feature_type": "mlp reconstruction error"}]
+    assert out["metadata"]["id_collisions"] == [
+        {"node_id": "0_2_1", "renamed_to": "err_2_1", "feature_type": "mlp reconstruction error"}
+    ]
     assert {"source": "err_2_1", "target": "4_9_1", "weight": 0.5} in out["links"]
     _same_graph(g, from_circuit_tracer_json(out))
 
@@ -130,14 +151,43 @@ def test_colliding_ids_are_made_unique(graph_builder):
 def test_import_keeps_both_nodes_of_a_colliding_id():
     node = {"ctx_idx": 1, "clerp": "", "token_prob": 0.0, "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0}
     data = {
-        "metadata": {"slug": "dup", "scan": "s", "prompt_tokens": ["<bos>", "x"], "prompt": "<bos>x", "schema_version": 1},
+        "metadata": {
+            "slug": "dup",
+            "scan": "s",
+            "prompt_tokens": ["<bos>", "x"],
+            "prompt": "<bos>x",
+            "schema_version": 1,
+        },
         "qParams": {},
         "nodes": [
-            node | {"node_id": "0_2_1", "feature": 5, "layer": "0", "feature_type": "cross layer transcoder", "jsNodeId": "0_2-0"},
-            node | {"node_id": "0_2_1", "feature": -1, "layer": "2", "feature_type": "mlp reconstruction error", "jsNodeId": "2_1-0"},
+            node
+            | {
+                "node_id": "0_2_1",
+                "feature": 5,
+                "layer": "0",
+                "feature_type": "cross layer transcoder",
+                "jsNodeId": "0_2-0",
+            },
+            node
+            | {
+                "node_id": "0_2_1",
+                "feature": -1,
+                "layer": "2",
+                "feature_type": "mlp reconstruction error",
+                "jsNodeId": "2_1-0",
+            },
             node | {"node_id": "E_7_1", "feature": 1, "layer": "E", "feature_type": "embedding", "jsNodeId": "E_7-1"},
-            node | {"node_id": "4_9_1", "feature": 9, "layer": "4", "feature_type": "logit", "jsNodeId": "L_9-1",
-                    "clerp": 'Output "y" (p=0.900)', "token_prob": 0.9, "is_target_logit": True},
+            node
+            | {
+                "node_id": "4_9_1",
+                "feature": 9,
+                "layer": "4",
+                "feature_type": "logit",
+                "jsNodeId": "L_9-1",
+                "clerp": 'Output "y" (p=0.900)',
+                "token_prob": 0.9,
+                "is_target_logit": True,
+            },
         ],  # fmt: skip
         "links": [
             {"source": "E_7_1", "target": "0_2_1", "weight": 1.0},  # only the feature can be a target
@@ -160,7 +210,7 @@ def test_import_keeps_both_nodes_of_a_colliding_id():
         ('Output """ (p=0.122)', '"', 0.122),
         ('[Output "big" or "large"] Output "large" (p=0.420)', "large", 0.420),
         ('output: "Austin" (p=0.984)', "Austin", 0.984),
-        ("Output \"⏎⏎\" (p=0.026)", "⏎⏎", 0.026),
+        ('Output "⏎⏎" (p=0.026)', "⏎⏎", 0.026),
         ("some label (p=0.5)", None, 0.5),
         ("no probability", None, None),
     ],
@@ -248,7 +298,16 @@ def test_non_numeric_opaque_ids_get_a_stable_integer():
     data = {
         "metadata": {"slug": "o", "scan": "s", "prompt_tokens": ["a", "b"], "prompt": "ab"},
         "qParams": {},
-        "nodes": [node | {"node_id": "3_abc_1", "feature": None, "layer": "3", "feature_type": "cross layer transcoder", "jsNodeId": "x"}],
+        "nodes": [
+            node
+            | {
+                "node_id": "3_abc_1",
+                "feature": None,
+                "layer": "3",
+                "feature_type": "cross layer transcoder",
+                "jsNodeId": "x",
+            }
+        ],
         "links": [],
     }
     a, b = from_circuit_tracer_json(copy.deepcopy(data)), from_circuit_tracer_json(copy.deepcopy(data))

@@ -57,7 +57,9 @@ def test_matches_closed_form_on_a_random_dag():
     I = node_influence(A[rows, : n - 3], rows, n, w)  # the last 3 nodes are never sources
     norm = torch.zeros(n, n, dtype=torch.float64)
     norm[rows, : n - 3] = normalized_abs(A[rows, : n - 3]).double()
-    closed = w.double() @ (torch.linalg.inv(torch.eye(n, dtype=torch.float64) - norm) - torch.eye(n, dtype=torch.float64))
+    closed = w.double() @ (
+        torch.linalg.inv(torch.eye(n, dtype=torch.float64) - norm) - torch.eye(n, dtype=torch.float64)
+    )
     assert torch.allclose(I.double(), closed, atol=1e-5)
 
 

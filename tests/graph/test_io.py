@@ -15,7 +15,13 @@ def _assert_same(a: Graph, b: Graph) -> None:
     for name in ("input_ids", "kind", "layer", "position", "feature", "activation", "edges", "row_nodes"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and torch.equal(x, y), name
-    assert (a.prompt, a.tokens, a.n_layers, a.logit_labels, a.metadata) == (b.prompt, b.tokens, b.n_layers, b.logit_labels, b.metadata)
+    assert (a.prompt, a.tokens, a.n_layers, a.logit_labels, a.metadata) == (
+        b.prompt,
+        b.tokens,
+        b.n_layers,
+        b.logit_labels,
+        b.metadata,
+    )
     assert (a.influence is None) == (b.influence is None)
     if a.influence is not None:
         assert torch.equal(a.influence, b.influence)
@@ -55,7 +61,16 @@ def test_file_is_safetensors_with_the_documented_header(dag, tmp_path):
     header = json.loads(raw[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["circuit_atlas_graph"])
     assert meta["format"] == "circuit-atlas-graph" and meta["version"] == 1
-    assert set(header) - {"__metadata__"} == {"input_ids", "kind", "layer", "position", "feature", "activation", "edges", "row_nodes"}
+    assert set(header) - {"__metadata__"} == {
+        "input_ids",
+        "kind",
+        "layer",
+        "position",
+        "feature",
+        "activation",
+        "edges",
+        "row_nodes",
+    }
 
 
 def test_missing_file(tmp_path):

@@ -28,12 +28,15 @@ def circuit_tracer_classes():
         model_name: str
         dtype: torch.dtype = torch.float32
 
-    names = {"circuit_tracer.attribution.targets": LogitTarget, "circuit_tracer.utils.tl_nnsight_mapping": UnifiedConfig}
+    names = {
+        "circuit_tracer.attribution.targets": LogitTarget,
+        "circuit_tracer.utils.tl_nnsight_mapping": UnifiedConfig,
+    }
     added = []
     for module, cls in names.items():
         parts = module.split(".")
         for i in range(1, len(parts) + 1):
-            name = ".".join(parts[: i])
+            name = ".".join(parts[:i])
             if name not in sys.modules:
                 sys.modules[name] = types.ModuleType(name)
                 added.append(name)
@@ -119,7 +122,9 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path, func):
     marker = tmp_path / "pwned"
     code = f"touch {marker}" if func is os.system else f"open({str(marker)!r}, 'w').close()"
     torch.save({"input_tokens": torch.tensor([1]), "payload": _Evil(func, code)}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match=r"refusing to load .*evil\.pt.*contains code \((posix|os|nt|builtins)\.(system|eval|exec)\)"):
+    with pytest.raises(
+        ValueError, match=r"refusing to load .*evil\.pt.*contains code \((posix|os|nt|builtins)\.(system|eval|exec)\)"
+    ):
         load_circuit_tracer_pt(tmp_path / "evil.pt")
     assert not marker.exists()
 

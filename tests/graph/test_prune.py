@@ -39,7 +39,9 @@ INFLUENCE = [0.225, 0.25, 0.3, 0.0, 0.075, 0.0, 0.15, 0.05625, 0.23125, 0.2875, 
 
 def _edges_by_id(g):
     ids = g.ids
-    return {(ids[t], ids[s]): w for (t, s), w in zip(g.adjacency.nonzero().tolist(), g.adjacency[g.adjacency != 0].tolist())}
+    return {
+        (ids[t], ids[s]): w for (t, s), w in zip(g.adjacency.nonzero().tolist(), g.adjacency[g.adjacency != 0].tolist())
+    }
 
 
 def test_prune_hand_dag(dag):
@@ -65,7 +67,11 @@ def test_feature_without_kept_outgoing_edge_is_dropped(dag):
     # f0 then has no kept outgoing edge (f2<-f0 and L0<-f0 are gone): f0 and its input edge go.
     p = prune_graph(dag, node_threshold=0.8, edge_threshold=0.5)
     assert p.ids == ["feat:0:2:5", "feat:1:2:7", "emb:0", "emb:1", "emb:2", "logit:0", "logit:1"]
-    assert _edges_by_id(p) == {("logit:0", "feat:1:2:7"): 4.0, ("feat:0:2:5", "emb:2"): 3.0, ("feat:1:2:7", "feat:0:2:5"): -2.0}
+    assert _edges_by_id(p) == {
+        ("logit:0", "feat:1:2:7"): 4.0,
+        ("feat:0:2:5", "emb:2"): 3.0,
+        ("feat:1:2:7", "feat:0:2:5"): -2.0,
+    }
 
 
 def test_pruning_cascades_until_stable(dag):

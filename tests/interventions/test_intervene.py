@@ -242,9 +242,15 @@ def test_generate_positions_past_the_prompt_and_sampling():
 @pytest.mark.parametrize(
     "interventions, message",
     [
-        (lambda L, W, T: [set_to((L, 0), 1.0, position=1)], r"layer 3 does not exist; the transcoders have layers 0\.\.2"),
+        (
+            lambda L, W, T: [set_to((L, 0), 1.0, position=1)],
+            r"layer 3 does not exist; the transcoders have layers 0\.\.2",
+        ),
         (lambda L, W, T: [set_to((0, W), 1.0, position=1)], r"feature 128 does not exist at layer 0"),
-        (lambda L, W, T: [set_to(Feature(0, T, 1), 1.0)], r"position 9 does not exist: the prompt has positions 0\.\.8"),
+        (
+            lambda L, W, T: [set_to(Feature(0, T, 1), 1.0)],
+            r"position 9 does not exist: the prompt has positions 0\.\.8",
+        ),
         (lambda L, W, T: [set_to((0, 1), 1.0, position=-T - 1)], r"position -10 does not exist"),
         (lambda L, W, T: [set_to((0, 1), 1.0, position=slice(5, 2))], r"selects no position"),
         (lambda L, W, T: [set_to((0, 1), 1.0, position="last")], r"position 'last' is not understood"),

@@ -39,7 +39,10 @@ def small_graph(with_collision: bool = True) -> Graph:
     kind = [KINDS.index(n[0]) for n in nodes]
     rows = [i for i, n in enumerate(nodes) if n[0] in ("feature", "logit")]
     n_sources = sum(n[0] != "logit" for n in nodes)
-    col = lambda j, dtype=torch.long: torch.tensor([n[j] for n in nodes], dtype=dtype)
+
+    def col(j, dtype=torch.long):
+        return torch.tensor([n[j] for n in nodes], dtype=dtype)
+
     return Graph(prompt="<bos> a b", input_ids=torch.tensor([2, 40, 41]), tokens=["<bos>", " a", " b"], n_layers=2,
                  kind=torch.tensor(kind, dtype=torch.int8), layer=col(1), position=col(2), feature=col(3),
                  activation=col(4, torch.float32), edges=torch.zeros(len(rows), n_sources),

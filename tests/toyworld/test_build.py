@@ -13,8 +13,9 @@ from circuit_atlas.toyworld.build import build_toyworld_model
 def test_build_smoke(tmp_path):
     out = tmp_path / "tw"
     ccfg = C.CorpusConfig(n_sentences=2000)
-    mcfg = M.ModelConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=6, batch_size=8, warmup=2,
-                         curriculum_steps=3, length_group=2)
+    mcfg = M.ModelConfig(
+        n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=6, batch_size=8, warmup=2, curriculum_steps=3, length_group=2
+    )
     m = build_toyworld_model(out, seed=0, progress=False, corpus_config=ccfg, model_config=mcfg)
     sets = C.eval_sets(0)
     assert set(m["accuracy"]) == set(sets)
@@ -45,7 +46,6 @@ def test_training_is_deterministic():
     b, _ = M.train_model(docs, tok, cfg, progress=False)
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert (p == q).all(), n
-
 
 
 SHIPPED = Path(C.__file__).parent.parent / "zoo" / "toyworld" / "model"

@@ -30,8 +30,14 @@ def test_required_real_names_present():
     assert ("Vancouver", "British Columbia", "Victoria", "province") in facts
     docs = C.generate_corpus(seed=0, n_sentences=N)
     text = "\n".join(docs)
-    for s in ("Dallas is in Texas.", "The capital of Texas is Austin.", "The opposite of small is big.",
-              "Le contraire de petit est grand.", "小的反义词是大。", "petit is French for small."):
+    for s in (
+        "Dallas is in Texas.",
+        "The capital of Texas is Austin.",
+        "The opposite of small is big.",
+        "Le contraire de petit est grand.",
+        "小的反义词是大。",
+        "petit is French for small.",
+    ):
         assert s in text, s
     assert "The capital of the territory containing" in text  # Canadian regions' kind word
     assert "The capital of the country containing" in text

@@ -13,7 +13,11 @@ TENSOR_LISTS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip")
 def check_same(a: Transcoders, b: Transcoders, *, metadata: bool = True) -> None:
     """Assert two sets hold identical tensors (bitwise) and settings."""
     assert (a.kind, a.activation, a.k, a.input_hook, a.output_hook) == (
-        b.kind, b.activation, b.k, b.input_hook, b.output_hook
+        b.kind,
+        b.activation,
+        b.k,
+        b.input_hook,
+        b.output_hook,
     )
     for key in TENSOR_LISTS:
         xs, ys = getattr(a, key), getattr(b, key)

@@ -46,8 +46,14 @@ def test_missing_path_is_file_not_found(tmp_path):
 
 def test_directory_matching_no_format_lists_the_formats(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with raises(ValueError, "holds no transcoder set", "circuit_atlas_transcoders.json", "layer_{l}.safetensors",
-                "W_enc_{l}.safetensors", "params.npz"):
+    with raises(
+        ValueError,
+        "holds no transcoder set",
+        "circuit_atlas_transcoders.json",
+        "layer_{l}.safetensors",
+        "W_enc_{l}.safetensors",
+        "params.npz",
+    ):
         load_transcoders(tmp_path)
 
 
@@ -136,8 +142,10 @@ def test_circuit_tracer_clt_missing_decoder(tmp_path):
 
 def test_clt_with_unequal_widths_is_refused(tmp_path):
     path = save_circuit_tracer_format(make("clt", "relu"), tmp_path / "ct")
-    save_file({"W_enc_1": torch.randn(F + 1, D), "b_enc_1": torch.zeros(F + 1), "b_dec_1": torch.zeros(D)},
-              path / "W_enc_1.safetensors")
+    save_file(
+        {"W_enc_1": torch.randn(F + 1, D), "b_enc_1": torch.zeros(F + 1), "b_dec_1": torch.zeros(D)},
+        path / "W_enc_1.safetensors",
+    )
     save_file({"W_dec_1": torch.randn(F + 1, L - 1, D)}, path / "W_dec_1.safetensors")
     with raises(ValueError, "same width in every layer", "[16, 17]"):
         load_transcoders(path)
@@ -166,12 +174,15 @@ def test_listed_file_that_does_not_exist(tmp_path):
         load_transcoders(path)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"model_kind": "sparse_autoencoder"}, "unknown model_kind 'sparse_autoencoder'"),
-    ({"activation": "gelu"}, "unknown activation 'gelu'"),
-    ({"activation": "topk"}, "a TopK transcoder set needs k"),
-    ({"model_kind": "cross_layer_transcoder"}, "declares a cross_layer_transcoder"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model_kind": "sparse_autoencoder"}, "unknown model_kind 'sparse_autoencoder'"),
+        ({"activation": "gelu"}, "unknown activation 'gelu'"),
+        ({"activation": "topk"}, "a TopK transcoder set needs k"),
+        ({"model_kind": "cross_layer_transcoder"}, "declares a cross_layer_transcoder"),
+    ],
+)
 def test_bad_config_values(tmp_path, change, message):
     path = save_circuit_tracer_format(make("plt", "relu"), tmp_path / "ct")
     edit_yaml(path / "config.yaml", **change)
@@ -209,8 +220,14 @@ def test_thresholds_in_only_some_layers(tmp_path):
 def write_npz(file, seed=0):
     g = torch.Generator().manual_seed(seed)
     file.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(file, W_enc=torch.randn(D, F, generator=g).numpy(), W_dec=torch.randn(F, D, generator=g).numpy(),
-             b_enc=np.zeros(F, np.float32), b_dec=np.zeros(D, np.float32), threshold=np.ones(F, np.float32))
+    np.savez(
+        file,
+        W_enc=torch.randn(D, F, generator=g).numpy(),
+        W_dec=torch.randn(F, D, generator=g).numpy(),
+        b_enc=np.zeros(F, np.float32),
+        b_dec=np.zeros(D, np.float32),
+        threshold=np.ones(F, np.float32),
+    )
 
 
 def test_gemmascope_missing_layer(tmp_path):
@@ -237,8 +254,13 @@ def test_corrupt_npz_names_the_file(tmp_path):
 
 def test_gemmascope_wrong_orientation(tmp_path):
     file = tmp_path / "layer_0.npz"
-    np.savez(file, W_enc=np.zeros((F, D), np.float32), W_dec=np.zeros((F, D), np.float32),
-             b_enc=np.zeros(F, np.float32), b_dec=np.zeros(D, np.float32))
+    np.savez(
+        file,
+        W_enc=np.zeros((F, D), np.float32),
+        W_dec=np.zeros((F, D), np.float32),
+        b_enc=np.zeros(F, np.float32),
+        b_dec=np.zeros(D, np.float32),
+    )
     with raises(ValueError, "GemmaScope files store W_enc as (d_model, d_transcoder)"):
         load_transcoders(tmp_path)
 

@@ -25,8 +25,9 @@ L, D, F = 3, 8, 16
 
 
 def make(kind="plt", activation="jumprelu", skip=False, seed=0, **kw) -> Transcoders:
-    return random_transcoders(kind, L, D, F, activation=activation, k=4 if activation == "topk" else None,
-                              skip=skip, seed=seed, **kw)
+    return random_transcoders(
+        kind, L, D, F, activation=activation, k=4 if activation == "topk" else None, skip=skip, seed=seed, **kw
+    )
 
 
 # --- circuit-atlas format ------------------------------------------------------------------
@@ -42,9 +43,15 @@ def test_circuit_atlas_round_trip(tmp_path, same, kind, activation, skip):
 
 def test_circuit_atlas_per_layer_widths_and_bf16(tmp_path, same):
     a, b = make(seed=1), random_transcoders("plt", L, D, 24, seed=2)
-    tc = Transcoders(kind="plt", W_enc=[a.W_enc[0], b.W_enc[1], a.W_enc[2]], b_enc=[a.b_enc[0], b.b_enc[1], a.b_enc[2]],
-                     W_dec=[a.W_dec[0], b.W_dec[1], a.W_dec[2]], b_dec=a.b_dec, activation="jumprelu",
-                     threshold=[a.threshold[0], b.threshold[1], a.threshold[2]]).to(dtype=torch.bfloat16)
+    tc = Transcoders(
+        kind="plt",
+        W_enc=[a.W_enc[0], b.W_enc[1], a.W_enc[2]],
+        b_enc=[a.b_enc[0], b.b_enc[1], a.b_enc[2]],
+        W_dec=[a.W_dec[0], b.W_dec[1], a.W_dec[2]],
+        b_dec=a.b_dec,
+        activation="jumprelu",
+        threshold=[a.threshold[0], b.threshold[1], a.threshold[2]],
+    ).to(dtype=torch.bfloat16)
     save_transcoders(tc, tmp_path / "w")
     back = load_transcoders(tmp_path / "w")
     same(back, tc)
@@ -55,8 +62,9 @@ def test_circuit_atlas_per_layer_widths_and_bf16(tmp_path, same):
 
 def test_load_casts_moves_and_overrides_hooks(tmp_path):
     save_transcoders(make(skip=True), tmp_path / "s")
-    tc = load_transcoders(tmp_path / "s", dtype=torch.float64, device="cpu",
-                          input_hook="blocks.0.mlp.hook_in", output_hook="mlp.hook_out")
+    tc = load_transcoders(
+        tmp_path / "s", dtype=torch.float64, device="cpu", input_hook="blocks.0.mlp.hook_in", output_hook="mlp.hook_out"
+    )
     assert all(t.dtype == torch.float64 for t in tc.W_enc + tc.threshold + tc.W_skip)
     assert (tc.input_hook, tc.output_hook) == ("mlp.hook_in", "mlp.hook_out")
     # the manifest (or config.yaml) itself is also accepted as the path
@@ -97,8 +105,14 @@ def test_save_creates_parents_and_fills_an_empty_directory(tmp_path):
 # --- circuit-tracer formats ----------------------------------------------------------------
 @pytest.mark.parametrize(
     "kind, activation, skip",
-    [("plt", "jumprelu", False), ("plt", "jumprelu", True), ("plt", "relu", True), ("plt", "topk", False),
-     ("clt", "jumprelu", False), ("clt", "relu", False)],
+    [
+        ("plt", "jumprelu", False),
+        ("plt", "jumprelu", True),
+        ("plt", "relu", True),
+        ("plt", "topk", False),
+        ("clt", "jumprelu", False),
+        ("clt", "relu", False),
+    ],
 )
 def test_circuit_tracer_round_trip(tmp_path, same, kind, activation, skip):
     tc = make(kind, activation, skip)
@@ -141,7 +155,12 @@ def test_circuit_tracer_clt_skip_extension_and_no_config(tmp_path):
         tensors = load_file(path / f"W_enc_{l}.safetensors")
         save_file({**tensors, f"W_skip_{l}": skips[l]}, path / f"W_enc_{l}.safetensors")
     back = load_transcoders(path)
-    assert (back.kind, back.activation, back.input_hook, back.output_hook) == ("clt", "relu", "hook_resid_mid", "hook_mlp_out")
+    assert (back.kind, back.activation, back.input_hook, back.output_hook) == (
+        "clt",
+        "relu",
+        "hook_resid_mid",
+        "hook_mlp_out",
+    )
     x = torch.randn(5, D)
     assert torch.equal(back.skip(2, x), x @ skips[2].T)
 
@@ -157,14 +176,25 @@ def write_plt_layers(path, tc, *, threshold=True, k=None, extra=None):
         save_file({**t, **(extra or {})}, path / f"layer_{l}.safetensors")
 
 
-@pytest.mark.parametrize("threshold, k, config_activation, expected", [
-    (True, None, None, "jumprelu"), (False, None, None, "relu"), (False, 3, None, "topk"),
-    (False, None, "topk", "topk"), (True, None, "jump_relu", "jumprelu"), (True, None, "relu", "relu"),
-])
+@pytest.mark.parametrize(
+    "threshold, k, config_activation, expected",
+    [
+        (True, None, None, "jumprelu"),
+        (False, None, None, "relu"),
+        (False, 3, None, "topk"),
+        (False, None, "topk", "topk"),
+        (True, None, "jump_relu", "jumprelu"),
+        (True, None, "relu", "relu"),
+    ],
+)
 def test_circuit_tracer_plt_activation_inference(tmp_path, threshold, k, config_activation, expected):
     tc = make("plt", "jumprelu")
     write_plt_layers(tmp_path, tc, threshold=threshold, k=k)
-    config = {"model_kind": "transcoder_set", "feature_input_hook": "hook_resid_mid", "feature_output_hook": "hook_mlp_out"}
+    config = {
+        "model_kind": "transcoder_set",
+        "feature_input_hook": "hook_resid_mid",
+        "feature_output_hook": "hook_mlp_out",
+    }
     if config_activation:
         config["activation"] = config_activation
         config["k"] = 5
@@ -178,10 +208,21 @@ def test_circuit_tracer_plt_activation_inference(tmp_path, threshold, k, config_
 def test_circuit_tracer_config_list_relative_absolute_and_v01_dicts(tmp_path):
     tc = make("plt", "jumprelu")
     write_plt_layers(tmp_path / "files", tc)
-    entries = ["files/layer_0.safetensors", str(tmp_path / "files" / "layer_1.safetensors"), "files/layer_2.safetensors"]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
-        "model_kind": "transcoder_set", "feature_input_hook": "mlp.hook_in", "feature_output_hook": "mlp.hook_out",
-        "transcoders": entries}))
+    entries = [
+        "files/layer_0.safetensors",
+        str(tmp_path / "files" / "layer_1.safetensors"),
+        "files/layer_2.safetensors",
+    ]
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model_kind": "transcoder_set",
+                "feature_input_hook": "mlp.hook_in",
+                "feature_output_hook": "mlp.hook_out",
+                "transcoders": entries,
+            }
+        )
+    )
     back = load_transcoders(tmp_path)
     assert (back.input_hook, back.output_hook) == ("mlp.hook_in", "mlp.hook_out")
     assert all(torch.equal(a, b) for a, b in zip(back.W_enc, tc.W_enc))
@@ -193,9 +234,16 @@ def test_circuit_tracer_config_list_relative_absolute_and_v01_dicts(tmp_path):
 # --- GemmaScope ----------------------------------------------------------------------------
 def write_gemmascope(tc, directory, layout):
     for l in range(tc.n_layers):
-        arrays = {"W_enc": tc.W_enc[l].T.numpy(), "W_dec": tc.W_dec[l][:, 0].numpy(), "b_enc": tc.b_enc[l].numpy(),
-                  "b_dec": tc.b_dec[l].numpy(), "threshold": tc.threshold[l].numpy()}
-        file = directory / (f"layer_{l}.npz" if layout == "flat" else f"layer_{l}/width_16k/average_l0_{7 + l}/params.npz")
+        arrays = {
+            "W_enc": tc.W_enc[l].T.numpy(),
+            "W_dec": tc.W_dec[l][:, 0].numpy(),
+            "b_enc": tc.b_enc[l].numpy(),
+            "b_dec": tc.b_dec[l].numpy(),
+            "threshold": tc.threshold[l].numpy(),
+        }
+        file = directory / (
+            f"layer_{l}.npz" if layout == "flat" else f"layer_{l}/width_16k/average_l0_{7 + l}/params.npz"
+        )
         file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(file, **arrays)
 
@@ -214,8 +262,9 @@ def test_gemmascope_npz_from_config_list(tmp_path, same):
     tc = make("plt", "jumprelu", input_hook="ln2.hook_normalized")
     write_gemmascope(tc, tmp_path / "dl", "nested")
     files = [str(p.relative_to(tmp_path)) for p in sorted((tmp_path / "dl").rglob("params.npz"))]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model_name": "google/gemma-2-2b",
-                                                          "model_kind": "transcoder_set", "transcoders": files}))
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({"model_name": "google/gemma-2-2b", "model_kind": "transcoder_set", "transcoders": files})
+    )
     back = load_transcoders(tmp_path)
     same(back, tc, metadata=False)
     assert back.metadata["model_name"] == "google/gemma-2-2b"
@@ -227,8 +276,17 @@ def test_gemmascope2_plt_with_affine_skip(tmp_path):
     for l in range(L):
         file = tmp_path / f"layer_{l}" / "width_16k_l0_small" / "params.safetensors"
         file.parent.mkdir(parents=True)
-        save_file({"w_enc": tc.W_enc[l].T.contiguous(), "w_dec": tc.W_dec[l][:, 0].contiguous(), "b_enc": tc.b_enc[l],
-                   "b_dec": tc.b_dec[l], "threshold": tc.threshold[l], "affine_skip_connection": A[l]}, file)
+        save_file(
+            {
+                "w_enc": tc.W_enc[l].T.contiguous(),
+                "w_dec": tc.W_dec[l][:, 0].contiguous(),
+                "b_enc": tc.b_enc[l],
+                "b_dec": tc.b_dec[l],
+                "threshold": tc.threshold[l],
+                "affine_skip_connection": A[l],
+            },
+            file,
+        )
     back = load_transcoders(tmp_path)
     assert back.metadata["source_format"] == "gemmascope-2" and back.input_hook == "ln2.hook_normalized"
     x = torch.randn(4, D)
@@ -244,11 +302,24 @@ def test_gemmascope2_clt_from_config_list(tmp_path, same):
     for l in range(L):
         full = torch.zeros(F, L, D)
         full[:, l:] = tc.W_dec[l]  # GemmaScope-2 stores all L output layers per source layer
-        np.savez(tmp_path / f"clt_{l}.npz", w_enc=tc.W_enc[l].T.numpy(), w_dec=full.numpy(), b_enc=tc.b_enc[l].numpy(),
-                 b_dec=tc.b_dec[l].numpy(), threshold=tc.threshold[l].numpy())
+        np.savez(
+            tmp_path / f"clt_{l}.npz",
+            w_enc=tc.W_enc[l].T.numpy(),
+            w_dec=full.numpy(),
+            b_enc=tc.b_enc[l].numpy(),
+            b_dec=tc.b_dec[l].numpy(),
+            threshold=tc.threshold[l].numpy(),
+        )
         files.append(f"clt_{l}.npz")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
-        "model_kind": "cross_layer_transcoder", "feature_input_hook": "hook_resid_mid",
-        "feature_output_hook": "hook_mlp_out", "transcoders": files}))
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model_kind": "cross_layer_transcoder",
+                "feature_input_hook": "hook_resid_mid",
+                "feature_output_hook": "hook_mlp_out",
+                "transcoders": files,
+            }
+        )
+    )
     assert detect_format(tmp_path) == "circuit-tracer-clt"
     same(load_transcoders(tmp_path), tc, metadata=False)

@@ -49,7 +49,7 @@ def test_calibrate_hits_target_l0_with_margin(activation):
     out = calibrate_thresholds(tc, list(x), target_l0=12.0, margin=0.05)
     assert out is tc
     for l in range(L):
-        h = (x[l].double() @ tc.W_enc[l].double().T + tc.b_enc[l].double())  # (T, F)
+        h = x[l].double() @ tc.W_enc[l].double().T + tc.b_enc[l].double()  # (T, F)
         cut = tc.threshold[l].double() if activation == "jumprelu" else torch.zeros(F, dtype=torch.float64)
         if activation == "jumprelu":
             assert (tc.threshold[l] > 0).all()

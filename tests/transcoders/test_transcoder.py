@@ -150,6 +150,14 @@ def test_class_rejects_bad_construction(change, message):
 
 def test_hook_names_accept_blocks_prefix():
     tc = hand_plt()
-    tc2 = Transcoders(kind="plt", W_enc=tc.W_enc, b_enc=tc.b_enc, W_dec=tc.W_dec, b_dec=tc.b_dec,
-                      activation="relu", input_hook="blocks.4.ln2.hook_normalized", output_hook="blocks.4.mlp.hook_out")
+    tc2 = Transcoders(
+        kind="plt",
+        W_enc=tc.W_enc,
+        b_enc=tc.b_enc,
+        W_dec=tc.W_dec,
+        b_dec=tc.b_dec,
+        activation="relu",
+        input_hook="blocks.4.ln2.hook_normalized",
+        output_hook="blocks.4.mlp.hook_out",
+    )
     assert (tc2.input_hook, tc2.output_hook) == ("ln2.hook_normalized", "mlp.hook_out")

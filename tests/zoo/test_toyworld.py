@@ -41,7 +41,7 @@ def test_model_quality_floor():
         assert acc[f"opposites_{lang}"] >= 0.95, lang
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _heldout():
     hf = AutoModelForCausalLM.from_pretrained(MODEL_DIR, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(MODEL_DIR)
