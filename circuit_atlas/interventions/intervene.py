@@ -1,16 +1,25 @@
 """`intervene` (one forward pass) and `generate` (token by token, with the KV cache).
 
 Both are also methods of ReplacementModel: `model.intervene(prompt, [...], mode="free")`.
+
+The default mode is "frozen_attention" (DEFAULT_MODE), as in circuit-tracer and the papers'
+intervention experiments: the prompt's attention patterns are held, everything else responds.
+Every result says which mode ran (`result.mode`, and its printed form), and `result.notes` says
+when an intervention could not act (scaling a feature that is not active multiplies zero); those
+notes are also issued as warnings.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from ..attribution.context import ZERO_POSITIONS
+from ..transcoders.match import recorded_fvu
 from .forward import (
     FREE,
     FeatureActivations,
@@ -21,6 +30,46 @@ from .forward import (
 )
 from .spec import Intervention
 
+DEFAULT_MODE = "frozen_attention"
+
+
+class TokenProbability(NamedTuple):
+    token: str  # the decoded token, e.g. ' Austin'
+    probability: float
+    id: int
+
+    def __repr__(self) -> str:
+        return f"{self.token!r} {self.probability:.2f}"
+
+
+class TokenProbabilities:
+    """Next-token probabilities (V,) that know their tokens: `.topk(3)` gives (token, probability, id)."""
+
+    def __init__(self, probs: torch.Tensor, tokenizer):
+        self.tensor = probs  # (V,) float64
+        self.tokenizer = tokenizer
+
+    def topk(self, k: int) -> list[TokenProbability]:
+        top = self.tensor.topk(k)
+        return [
+            TokenProbability(self.tokenizer.decode([int(i)]), float(p), int(i)) for p, i in zip(top.values, top.indices)
+        ]
+
+    def __getitem__(self, token: int | str) -> float:
+        """Probability of a token id, or of a token given as its (single-token) text."""
+        if isinstance(token, str):
+            ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise ValueError(f"{token!r} is not one token (it splits into {len(ids)}); give one token or an id")
+            token = ids[0]
+        return float(self.tensor[int(token)])
+
+    def __len__(self) -> int:
+        return self.tensor.shape[0]
+
+    def __repr__(self) -> str:
+        return f"TokenProbabilities(top 5: {self.topk(min(5, len(self)))})"
+
 
 @dataclass
 class InterventionResult:
@@ -29,9 +78,43 @@ class InterventionResult:
     logits_pre_softcap: torch.Tensor  # (T, V)
     activations: FeatureActivations  # intervened features at their targets; none at BOS
     pre_activations: list[torch.Tensor] | None  # L x (T, F_l) when asked for
+    mode: str = DEFAULT_MODE  # the mode that ran: free, frozen_attention, constrained or constrained([layers])
+    notes: list[str] = field(default_factory=list)  # interventions that could not act, and why
+    tokenizer: object = field(default=None, repr=False)
 
-    def probabilities(self, position: int = -1) -> torch.Tensor:
-        return torch.softmax(self.logits[position].double(), -1)
+    def probabilities(self, position: int = -1) -> TokenProbabilities:
+        """Probabilities at `position`; `.topk(k)` lists (token, probability, id), `.tensor` is the (V,) tensor."""
+        return TokenProbabilities(torch.softmax(self.logits[position].double(), -1), self.tokenizer)
+
+    def __repr__(self) -> str:
+        top = self.probabilities().topk(3) if self.tokenizer is not None else "?"
+        notes = f", notes={self.notes}" if self.notes else ""
+        return f"InterventionResult(mode={self.mode!r}, {self.input_ids.shape[0]} tokens, top {top}{notes})"
+
+
+def mode_name(mode: Mode) -> str:
+    if mode.kind == "constrained" and mode.layers is not None:
+        return f"constrained({sorted(mode.layers)})"
+    return mode.kind
+
+
+def _inactive_notes(edits, pre_activations, tc, T: int) -> list[str]:
+    """Scale edits on features that are zero at every prompt position they cover: they change nothing."""
+    notes = []
+    for e in edits:
+        if e.scale is None or e.scale == 1:
+            continue
+        positions = [p for p in e.positions(0, T) if p >= ZERO_POSITIONS]
+        if not positions:
+            continue
+        current = tc.activate(e.layer, pre_activations[e.layer])[positions, e.index]
+        if not bool((current != 0).any()):
+            shown = positions if len(positions) <= 4 else f"{positions[0]}..{positions[-1]}"
+            notes.append(
+                f"feature {e.index} of layer {e.layer} is not active at position(s) {shown}, so scaling it by "
+                f"{e.scale:g} does nothing; use set_to (--set) to give it an activation"
+            )
+    return notes
 
 
 @dataclass
@@ -51,6 +134,11 @@ def _without_bos(acts: list[torch.Tensor]) -> FeatureActivations:
     return FeatureActivations(out)
 
 
+def _checks_fit(model) -> bool:
+    """Whether model.run() would check that the transcoders fit (they record their FVU): free mode runs it then."""
+    return not getattr(model, "allow_model_mismatch", False) and recorded_fvu(model.transcoders.metadata) is not None
+
+
 def _ids(model, prompt) -> torch.Tensor:
     if isinstance(prompt, torch.Tensor) and prompt.dtype == torch.long:
         return prompt.to(model.device)
@@ -63,22 +151,31 @@ def intervene(
     prompt: str | list[int] | torch.Tensor,
     interventions: Sequence[Intervention] = (),
     *,
-    mode: Mode | str = "free",
+    mode: Mode | str = DEFAULT_MODE,
     return_pre_activations: bool = False,
 ) -> InterventionResult:
-    """Run the prompt with the interventions applied; see interventions/forward.py for the modes."""
+    """Run the prompt with the interventions applied; see interventions/forward.py for the modes.
+
+    mode: "frozen_attention" (default), "free", "constrained" or constrained(layers).
+    """
     ids = _ids(model, prompt)
     T = ids.shape[0]
     mode = as_mode(mode, model.n_layers)
     edits = resolve(interventions, model.transcoders, T, T)
-    clean = model.run(ids) if mode != FREE else None
-    out = InterventionRunner(model, edits, mode, clean, T).step(ids)
+    clean = model.run(ids) if mode != FREE or _checks_fit(model) else None  # run() checks the transcoders fit
+    out = InterventionRunner(model, edits, mode, clean if mode != FREE else None, T).step(ids)
+    notes = _inactive_notes(edits, out.pre_activations, model.transcoders, T)
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
     return InterventionResult(
         input_ids=ids,
         logits=out.logits,
         logits_pre_softcap=out.logits_pre_softcap,
         activations=_without_bos(out.activations),
         pre_activations=out.pre_activations if return_pre_activations else None,
+        mode=mode_name(mode),
+        notes=notes,
+        tokenizer=model.tokenizer,
     )
 
 
@@ -98,7 +195,7 @@ def generate(
     temperature: float = 0.0,
     seed: int | None = None,
     *,
-    mode: Mode | str = "free",
+    mode: Mode | str = DEFAULT_MODE,
     stop_at_eos: bool = True,
 ) -> Generation:
     """Continue the prompt under the interventions (greedy at temperature 0, else sampled with `seed`).
@@ -120,8 +217,8 @@ def generate(
         )
     mode = as_mode(mode, model.n_layers)
     edits = resolve(interventions, model.transcoders, T, T + max_new_tokens)
-    clean = model.run(ids) if mode != FREE else None
-    runner = InterventionRunner(model, edits, mode, clean, T)
+    clean = model.run(ids) if mode != FREE or _checks_fit(model) else None  # run() checks the transcoders fit
+    runner = InterventionRunner(model, edits, mode, clean if mode != FREE else None, T)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     eos = model.tokenizer.eos_token_id
 
