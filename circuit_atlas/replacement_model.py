@@ -17,7 +17,7 @@ from .models.forward import CleanRun, clean_forward
 from .models.frozen import FrozenModel
 from .models.weights import ModelWeights, read_weights
 from .transcoders import Transcoders
-from .transcoders.match import check_reconstruction, check_recorded_model
+from .transcoders.match import check_reconstruction, check_recorded_model, check_recorded_name
 
 # Files that hold a tokenizer's vocabulary; a directory with none of them gets an *empty* tokenizer
 # from transformers (every prompt becomes zero tokens), so we refuse it at load.
@@ -139,13 +139,15 @@ class ReplacementModel:
             raise ValueError(f"{str(model_dir)!r} has no config.json; it is not a Hugging Face model directory")
         config = AutoConfig.from_pretrained(model_dir)
         architecture_for(config.model_type)  # fail early, before loading weights
-        dtype = dtype or torch.float32
-        hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
         tokenizer = load_tokenizer(model_dir)
         if not isinstance(transcoders, Transcoders):
             from .transcoders.io import load_transcoders
 
             transcoders = load_transcoders(resolve_transcoders(transcoders))
+        if not allow_model_mismatch:  # the recorded name, before the weights load (__init__ checks it all)
+            check_recorded_name(transcoders, [str(model), str(model_dir)])
+        dtype = dtype or torch.float32
+        hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
         return cls(hf_model, tokenizer, transcoders, dtype=dtype, device=device, name=str(model),  # "toyworld" stays
                    allow_model_mismatch=allow_model_mismatch)  # fmt: skip
 

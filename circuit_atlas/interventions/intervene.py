@@ -98,22 +98,27 @@ def mode_name(mode: Mode) -> str:
     return mode.kind
 
 
-def _inactive_notes(edits, pre_activations, tc, T: int) -> list[str]:
-    """Scale edits on features that are zero at every prompt position they cover: they change nothing."""
-    notes = []
+def _inactive_notes(edits, pre_activations, model, ids: torch.Tensor, clean) -> list[str]:
+    """Scale edits on features that are zero at every prompt position they cover: they change nothing.
+
+    The note says whether the feature is inactive on the clean prompt too (a wrong index or position)
+    or was switched off by the other interventions of this run.
+    """
+    tc, notes, T = model.transcoders, [], ids.shape[0]
     for e in edits:
         if e.scale is None or e.scale == 1:
             continue
         positions = [p for p in e.positions(0, T) if p >= ZERO_POSITIONS]
-        if not positions:
+        if not positions or bool((tc.activate(e.layer, pre_activations[e.layer])[positions, e.index] != 0).any()):
             continue
-        current = tc.activate(e.layer, pre_activations[e.layer])[positions, e.index]
-        if not bool((current != 0).any()):
-            shown = positions if len(positions) <= 4 else f"{positions[0]}..{positions[-1]}"
-            notes.append(
-                f"feature {e.index} of layer {e.layer} is not active at position(s) {shown}, so scaling it by "
-                f"{e.scale:g} does nothing; use set_to (--set) to give it an activation"
-            )
+        clean = clean if clean is not None else model.run(ids)  # free mode: one clean forward, only here
+        clean_acts = tc.activate(e.layer, tc.encode(e.layer, clean.feature_inputs[e.layer]))[positions, e.index]
+        shown = positions if len(positions) <= 4 else f"{positions[0]}..{positions[-1]}"
+        why = "is not active" if not bool((clean_acts != 0).any()) else "is switched off by the other interventions"
+        notes.append(
+            f"feature {e.index} of layer {e.layer} {why} at position(s) {shown}, so scaling it by {e.scale:g} does "
+            "nothing; use set_to (--set) to give it an activation"
+        )
     return notes
 
 
@@ -164,7 +169,7 @@ def intervene(
     edits = resolve(interventions, model.transcoders, T, T)
     clean = model.run(ids) if mode != FREE or _checks_fit(model) else None  # run() checks the transcoders fit
     out = InterventionRunner(model, edits, mode, clean if mode != FREE else None, T).step(ids)
-    notes = _inactive_notes(edits, out.pre_activations, model.transcoders, T)
+    notes = _inactive_notes(edits, out.pre_activations, model, ids, clean)
     for note in notes:
         warnings.warn(note, stacklevel=3)
     return InterventionResult(

@@ -74,6 +74,12 @@ def check_recorded_model(tc, model, model_names: list[str]) -> None:
                 f"which differs from {shown!r} in {', '.join(diff)}; load the transcoders trained for "
                 f"{shown!r}, or {OVERRIDE}"
             )
+    check_recorded_name(tc, model_names)
+
+
+def check_recorded_name(tc, model_names: list[str]) -> None:
+    """The name part of check 1 (needs no loaded model, so it runs before the weights load)."""
+    shown = model_names[0] if model_names else "this model"
     recorded = recorded_model(tc.metadata)
     if recorded and not names_match(recorded, model_names):
         raise ValueError(
