@@ -5,8 +5,9 @@ Both are also methods of ReplacementModel: `model.intervene(prompt, [...], mode=
 The default mode is "frozen_attention" (DEFAULT_MODE), as in circuit-tracer and the papers'
 intervention experiments: the prompt's attention patterns are held, everything else responds.
 Every result says which mode ran (`result.mode`, and its printed form), and `result.notes` says
-when an intervention could not act (scaling a feature that is not active multiplies zero); those
-notes are also issued as warnings.
+when an intervention could not act (scaling a feature that is not active multiplies zero); a
+feature inactive on the clean prompt also raises a warning (a wrong index or position, most
+likely), one switched off by the run's other interventions (common when steering a supernode) not.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def intervene(
     out = InterventionRunner(model, edits, mode, clean if mode != FREE else None, T).step(ids)
     notes = _inactive_notes(edits, out.pre_activations, model, ids, clean)
     for note in notes:
-        warnings.warn(note, stacklevel=3)
+        if " is not active " in note:  # likely a wrong index or position; a feature switched off upstream is not
+            warnings.warn(note, stacklevel=3)
     return InterventionResult(
         input_ids=ids,
         logits=out.logits,
