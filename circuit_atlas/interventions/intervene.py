@@ -130,6 +130,7 @@ class Generation:
     text: str  # the generated continuation only
     logits: torch.Tensor  # (n, V) the logits each new token was drawn from
     activations: FeatureActivations  # over prompt + generated positions (the last token's excluded)
+    mode: str = DEFAULT_MODE  # the mode the prompt ran in (generated tokens always run free)
 
 
 def _without_bos(acts: list[torch.Tensor]) -> FeatureActivations:
@@ -249,4 +250,5 @@ def generate(
         text=model.tokenizer.decode(new_ids),
         logits=torch.stack(step_logits),
         activations=_without_bos([torch.cat(a) for a in acts]),
+        mode=mode_name(mode),
     )

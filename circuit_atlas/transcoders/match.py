@@ -1,7 +1,8 @@
 """Are these transcoders trained on this model? Two checks, both refusing with both names.
 
 1. At load, from what the files record: the model name (our `metadata.model`, circuit-tracer's
-   `model_name`) and, where recorded, a fingerprint {architecture, n_layers, d_model, vocab_size}.
+   `model_name`), the hook sites they were trained at (`metadata.training`), and, where recorded, a
+   fingerprint {architecture, n_layers, d_model, vocab_size} (`metadata.model_fingerprint`).
    Names are compared loosely, because the same model moves between directories: the recorded
    name's last component ("gpt2" of "out/gpt2", "gemma-2-2b" of "google/gemma-2-2b") must be one of
    the components of the model's names (its given name, directory, and config._name_or_path; a Hub
@@ -73,6 +74,14 @@ def check_recorded_model(tc, model, model_names: list[str]) -> None:
                 f"transcoders {tc.name!r} were trained on model {recorded_model(tc.metadata) or '(unnamed)'!r}, "
                 f"which differs from {shown!r} in {', '.join(diff)}; load the transcoders trained for "
                 f"{shown!r}, or {OVERRIDE}"
+            )
+    training = tc.metadata.get("training") if isinstance(tc.metadata.get("training"), dict) else {}
+    for role, used in (("input_hook", tc.input_hook), ("output_hook", tc.output_hook)):
+        trained = training.get(role)
+        if trained and trained != used:
+            raise ValueError(
+                f"transcoders {tc.name!r} were trained with {role} {trained!r} but are set to read {used!r}; "
+                f"load them with their own hook sites (drop the {role} override), or {OVERRIDE}"
             )
     check_recorded_name(tc, model_names)
 

@@ -35,6 +35,7 @@ def test_default_mode_is_frozen_attention_and_the_result_says_so():
     torch.testing.assert_close(default.logits, frozen.logits, rtol=0, atol=0)
     assert not torch.allclose(default.logits, free.logits)  # the default is not (silently) free
     assert "mode='frozen_attention'" in repr(default)
+    assert model.generate(PROMPT, steer, max_new_tokens=1).mode == "frozen_attention"
 
 
 def test_top_tokens_are_strings():

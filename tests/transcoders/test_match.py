@@ -105,3 +105,13 @@ def test_cli_refuses_and_overrides(other_models, tmp_path):
     assert "--allow-model-mismatch" in r.stderr and not (tmp_path / "g.safetensors").exists()
     r = cli("--allow-model-mismatch")
     assert r.returncode == 0, r.stderr
+
+
+def test_recorded_hook_sites_are_checked():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    toy = ZOO_DIR / "toyworld" / "model"
+    tc = load_transcoders(resolve_transcoders("toyworld-clt"), input_hook="ln2.hook_normalized")
+    hf, tok = AutoModelForCausalLM.from_pretrained(toy), AutoTokenizer.from_pretrained(toy)
+    with pytest.raises(ValueError, match="trained with input_hook 'hook_resid_mid' but are set to read"):
+        ReplacementModel(hf, tok, tc, name="toyworld")
