@@ -17,6 +17,46 @@ from .models.forward import CleanRun, clean_forward
 from .models.frozen import FrozenModel
 from .models.weights import ModelWeights, read_weights
 from .transcoders import Transcoders
+from .transcoders.match import check_reconstruction, check_recorded_model, check_recorded_name
+
+# Files that hold a tokenizer's vocabulary; a directory with none of them gets an *empty* tokenizer
+# from transformers (every prompt becomes zero tokens), so we refuse it at load.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+                   "vocab.txt", "tekken.json")  # fmt: skip
+
+
+def load_tokenizer(model_dir: str | Path):
+    """AutoTokenizer of a local model directory, refusing one without vocabulary files."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    found = [f for f in TOKENIZER_FILES if (model_dir / f).is_file()] + [p.name for p in model_dir.glob("*.tiktoken")]
+    if not found:
+        raise ValueError(
+            f"{str(model_dir)!r} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); save the "
+            "tokenizer beside the model (tokenizer.save_pretrained(dir)) or copy its files there"
+        )
+    if (
+        (model_dir / "vocab.json").is_file()
+        and "tokenizer.json" not in found
+        and not (model_dir / "merges.txt").is_file()
+    ):
+        raise ValueError(
+            f"{str(model_dir)!r} has vocab.json but no merges.txt (nor tokenizer.json); copy the tokenizer's "
+            "merges.txt there, or save the tokenizer with tokenizer.save_pretrained(dir)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{str(model_dir)!r} has tokenizer files ({', '.join(found)}) that do not load ({err})"
+        ) from err
+    if len(tokenizer) < 2:
+        raise ValueError(
+            f"the tokenizer in {str(model_dir)!r} is empty ({len(tokenizer)} tokens from {', '.join(found)}); "
+            "save the model's real tokenizer there with tokenizer.save_pretrained(dir)"
+        )
+    return tokenizer
 
 
 def _model_type(hf_model: nn.Module) -> str:
@@ -41,6 +81,7 @@ class ReplacementModel:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         name: str | None = None,
+        allow_model_mismatch: bool = False,
     ):
         self.architecture: Architecture = architecture_for(_model_type(hf_model))
         self.hf_model = hf_model
@@ -62,6 +103,11 @@ class ReplacementModel:
                 f"transcoders read vectors of size {transcoders.d_model} but the model's d_model is "
                 f"{self.weights.d_model}; use transcoders trained for this model"
             )
+        # Transcoders of another model with the same shapes run "fine" and explain nothing: refuse them.
+        self.allow_model_mismatch = allow_model_mismatch
+        if not allow_model_mismatch:
+            names = [self.name, getattr(hf_model.config, "_name_or_path", "") or ""]
+            check_recorded_model(transcoders, self, [n for n in names if n])
         self.transcoders = transcoders.to(self.device, self.dtype)
 
     @classmethod
@@ -72,12 +118,14 @@ class ReplacementModel:
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        allow_model_mismatch: bool = False,
     ) -> ReplacementModel:
         """Load a local HF model directory and a transcoder directory (any supported format).
 
-        Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`.
+        Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`. Transcoders recorded as
+        trained on another model (transcoders/match.py) are refused unless allow_model_mismatch=True.
         """
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM
 
         from .zoo import resolve_model, resolve_transcoders
 
@@ -91,14 +139,17 @@ class ReplacementModel:
             raise ValueError(f"{str(model_dir)!r} has no config.json; it is not a Hugging Face model directory")
         config = AutoConfig.from_pretrained(model_dir)
         architecture_for(config.model_type)  # fail early, before loading weights
-        dtype = dtype or torch.float32
-        hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = load_tokenizer(model_dir)
         if not isinstance(transcoders, Transcoders):
             from .transcoders.io import load_transcoders
 
             transcoders = load_transcoders(resolve_transcoders(transcoders))
-        return cls(hf_model, tokenizer, transcoders, dtype=dtype, device=device, name=str(model_dir))
+        if not allow_model_mismatch:  # the recorded name, before the weights load (__init__ checks it all)
+            check_recorded_name(transcoders, [str(model), str(model_dir)])
+        dtype = dtype or torch.float32
+        hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
+        return cls(hf_model, tokenizer, transcoders, dtype=dtype, device=device, name=str(model),  # "toyworld" stays
+                   allow_model_mismatch=allow_model_mismatch)  # fmt: skip
 
     # --- facts ---------------------------------------------------------------------------
     @property
@@ -153,7 +204,11 @@ class ReplacementModel:
 
     # --- runs ----------------------------------------------------------------------------
     def run(self, input_ids: torch.Tensor) -> CleanRun:
-        return clean_forward(self.weights, input_ids, self.transcoders.input_hook, self.transcoders.output_hook)
+        """The clean forward; refuses transcoders that reconstruct this prompt far worse than recorded."""
+        run = clean_forward(self.weights, input_ids, self.transcoders.input_hook, self.transcoders.output_hook)
+        if not self.allow_model_mismatch:
+            check_reconstruction(self.transcoders, self.name, run.feature_inputs, run.mlp_outputs)
+        return run
 
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor | str | list[int]) -> torch.Tensor:
@@ -164,16 +219,19 @@ class ReplacementModel:
 
     def activations(self, prompt: str | list[int] | torch.Tensor):
         """Transcoder feature activations on the prompt (a FeatureActivations, sparse per layer)."""
-        return self.intervene(prompt, []).activations
+        return self.intervene(prompt, [], mode="free").activations  # no edits: every mode agrees; free is one pass
 
-    def intervene(self, prompt, interventions=(), *, mode="free", return_pre_activations: bool = False):
-        """Logits and feature activations with features set or scaled (see circuit_atlas.interventions)."""
+    def intervene(self, prompt, interventions=(), *, mode="frozen_attention", return_pre_activations: bool = False):
+        """Logits and feature activations with features set or scaled (see circuit_atlas.interventions).
+
+        mode: "frozen_attention" (the default, as in circuit-tracer), "free", "constrained" or constrained(layers).
+        """
         from .interventions import intervene
 
         return intervene(self, prompt, interventions, mode=mode, return_pre_activations=return_pre_activations)
 
     def generate(self, prompt, interventions=(), max_new_tokens: int = 20, temperature: float = 0.0,
-                 seed: int | None = None, *, mode="free", stop_at_eos: bool = True):  # fmt: skip
+                 seed: int | None = None, *, mode="frozen_attention", stop_at_eos: bool = True):  # fmt: skip
         """Continue the prompt under interventions, with the KV cache (see circuit_atlas.interventions)."""
         from .interventions import generate
 

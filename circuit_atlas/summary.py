@@ -1,22 +1,88 @@
-"""One-screen text summary of an attribution graph (used by the CLI and the demo)."""
+"""One-screen text summary of an attribution graph (used by the CLI and the demo), and readable tokens.
+
+Tokens print as Python strings (' Austin'), except those that are not text on their own: a byte
+of a multi-byte character or a control character prints as its bytes, <0xE5 0xA4>, instead of
+'\ufffd' or '\\x12'.
+"""
 
 from __future__ import annotations
 
-from .features.describe import describe_node
-from .graph import Graph
+import re
+from functools import cache
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SENTENCEPIECE_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
-def summarize(graph: Graph, pruned: Graph | None = None, top_nodes: int = 0, model=None) -> str:
+@cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, inverted: the character each byte is written as -> the byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars, n = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + n)] = b
+            n += 1
+    return chars
+
+
+def _token_bytes(piece: str) -> bytes | None:
+    """The raw bytes of a vocabulary piece (byte-level BPE or SentencePiece <0x..>), None if unknown."""
+    byte_pieces = _SENTENCEPIECE_BYTE.findall(piece)
+    if byte_pieces and _SENTENCEPIECE_BYTE.sub("", piece) == "":
+        return bytes(int(h, 16) for h in byte_pieces)
+    table = _byte_decoder()
+    if piece and all(c in table for c in piece):
+        return bytes(table[c] for c in piece)
+    return None
+
+
+def show_text(text: str) -> str:
+    """repr of a decoded token, with control characters as <0x..> bytes."""
+    if _CONTROL.search(text):
+        return "<" + " ".join(f"0x{b:02X}" for b in text.encode("utf-8")) + ">"
+    return repr(text)
+
+
+def display_token(tokenizer, token_id: int) -> str:
+    """A token as a reader should see it: ' Austin', or <0xE5 0xA4> for a piece that is not text alone."""
+    text = tokenizer.decode([int(token_id)])
+    if "\ufffd" not in text:
+        return show_text(text)
+    raw = _token_bytes(tokenizer.convert_ids_to_tokens(int(token_id)) or "")
+    return "<" + " ".join(f"0x{b:02X}" for b in raw) + ">" if raw else repr(text)
+
+
+def summarize(graph, pruned=None, top_nodes: int = 0, model=None) -> str:
     """Text summary; with `model`, the top nodes get automatic descriptions (features/describe.py)."""
+    from .features.describe import describe_node
+
+    tokenizer = model.tokenizer if model is not None else None
     lines = [f"prompt: {graph.prompt!r}  ({len(graph.tokens)} tokens)"]
-    lines.append("top logits:")
-    for label, p in zip(graph.logit_labels, graph.logit_probabilities):
-        lines.append(f"  {p:7.2%}  {label!r}")
+    targets = graph.metadata.get("targets") or []
+    probs = [float(p) for p in graph.logit_probabilities]
+    custom = any(t.get("custom") for t in targets)
+    covered = "" if custom else f", which cover {sum(probs):.1%} of the next-token probability"
+    lines.append(f"top logits: the graph explains these {len(probs)} target{'s' * (len(probs) != 1)}{covered}")
+    for i, (label, p) in enumerate(zip(graph.logit_labels, probs)):
+        t = targets[i] if i < len(targets) else {}
+        if tokenizer is not None and not t.get("custom") and "token_id" in t:
+            shown = display_token(tokenizer, t["token_id"])
+        else:
+            shown = show_text(label)
+        lines.append(f"  {p:7.2%}  {shown}")
     counts = ", ".join(f"{graph.count(k)} {k}" for k in ("feature", "error", "embedding", "logit"))
     lines.append(f"graph: {graph.n_nodes} nodes ({counts}), {graph.n_edges} non-zero edges, "
                  f"{len(graph.row_nodes)} rows computed")  # fmt: skip
     scores = graph.scores()
-    lines.append(f"scores: replacement {scores['replacement']:.3f}, completeness {scores['completeness']:.3f}")
+    lines.append(
+        f"scores: replacement {scores['replacement']:.3f} (share of the influence that reaches token embeddings "
+        f"rather than error nodes), completeness {scores['completeness']:.3f} (share of the nodes' inputs not from "
+        "error nodes)"
+    )
     if pruned is not None:
         s = pruned.metadata.get("pruning", {})
         lines.append(
@@ -26,12 +92,15 @@ def summarize(graph: Graph, pruned: Graph | None = None, top_nodes: int = 0, mod
         if top_nodes and pruned.influence is not None:
             table = pruned.nodes
             table = table[table.kind.isin(["feature", "error"])].sort_values("influence", ascending=False)
-            lines.append("most influential nodes:")
+            lines.append(
+                "most influential nodes: influence = how much of the targets' probability-weighted input flows "
+                f"through the node, summed over all paths (the targets together weigh {sum(probs):.3f})"
+            )
             for row in table.head(top_nodes).itertuples():
                 if model is not None:
                     about = describe_node(model, pruned, row.Index)
                 else:
                     token = graph.tokens[row.position] if 0 <= row.position < len(graph.tokens) else ""
-                    about = f"at {token!r}"
+                    about = f"at {show_text(token)}"
                 lines.append(f"  {row.id:22s} influence {row.influence:.4f}  {about}")
     return "\n".join(lines)

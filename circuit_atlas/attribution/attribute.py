@@ -24,6 +24,7 @@ from ..graph.graph import EMBEDDING, ERROR, FEATURE, LOGIT
 from ..replacement_model import ReplacementModel
 from .backward import attribute_rows
 from .context import ZERO_POSITIONS, AttributionContext, build_context
+from .estimate import check_attribution_budget
 from .targets import Target, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def attribute(
     or `(label, vector)` tuples. max_feature_nodes: compute rows for at most this many
     features, chosen by influence; the others stay as source-only nodes.
     """
+    check_attribution_budget(model, prompt, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob, max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval)  # fmt: skip
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if max_feature_nodes is not None and max_feature_nodes < 0:

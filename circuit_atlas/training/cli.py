@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         doc = docs.get(f.name, "")
-        help_text = (doc if doc.endswith("]") else f"{doc} [{f.default}]").replace("%", "%%")
+        help_text = (doc if doc.rstrip(". ").endswith("]") else f"{doc} [{f.default}]").replace("%", "%%")
         if _field_type(f) is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=doc)
         else:

@@ -80,7 +80,9 @@ def _setup_distributed(device: torch.device) -> tuple[int, int, bool]:
 
 def load_causal_lm(model_dir, device: torch.device | str = "cpu"):
     """(hf_model, tokenizer, architecture) of a local Hugging Face causal-LM directory, float32, eval."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..replacement_model import load_tokenizer
 
     p = Path(model_dir).expanduser()
     if not p.is_dir():
@@ -99,10 +101,7 @@ def load_causal_lm(model_dir, device: torch.device | str = "cpu"):
         hf_model = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32, attn_implementation="eager")
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{p} could not be loaded as a causal language model ({err})") from err
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(p)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{p} has no usable tokenizer ({err})") from err
+    tokenizer = load_tokenizer(p)  # refuses a directory without tokenizer files, which transformers loads as empty
     hf_model.to(device).eval().requires_grad_(False)
     return hf_model, tokenizer, arch
 

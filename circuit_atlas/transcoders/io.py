@@ -81,6 +81,12 @@ def load_transcoders(
     else:
         assert files is not None
         tc = read_layer_set(directory, config, files, overrides, expect_clt=fmt == "circuit-tracer-clt")
+    metrics = directory / "metrics.json"  # written by training beside the weights: the numerical match check reads it
+    if "metrics" not in tc.metadata and metrics.is_file():
+        try:
+            tc.metadata["metrics"] = json.loads(metrics.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{metrics} is not valid JSON ({err}); delete or repair it") from err
     if dtype is not None or device is not None:
         tc.to(device=device, dtype=dtype)
     return tc

@@ -212,7 +212,7 @@ def test_generate_with_cache_equals_recomputation(case):
         scale_by((1, f.index), 3.0, position=slice(2, None)),  # open-ended: covers generated tokens
         set_to((L - 1, 5), 2.5, position="all"),
     ]
-    gen = model.generate(ids, interventions, max_new_tokens=6, stop_at_eos=False)
+    gen = model.generate(ids, interventions, max_new_tokens=6, stop_at_eos=False, mode="free")
     seq = ids
     for step in range(6):
         full = model.intervene(seq, interventions, mode="free")
