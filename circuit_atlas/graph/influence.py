@@ -72,7 +72,6 @@ def propagate(
     if n_src > n_nodes:
         raise ValueError(f"edges has {n_src} source columns but the graph has only {n_nodes} nodes")
     rows = row_nodes.to(torch.long)
-    row_ids = norm.row_ids()  # (nnz,) computed once, reused every step
     cap = min(max_iterations, n_rows + 1)
     influence = torch.zeros(n_nodes, dtype=torch.float32)
     v = weights.detach().to(torch.float32).clone()  # (n_nodes,)
@@ -81,7 +80,7 @@ def propagate(
         if not bool(v_rows.any()):
             return influence
         v = torch.zeros(n_nodes, dtype=torch.float32)
-        v[:n_src] = norm.rmatvec(v_rows, row_ids)  # (R,) @ (R, S) -> (S,)
+        v[:n_src] = norm.rmatvec(v_rows)  # (R,) @ (R, S) -> (S,)
         influence += v
     if not bool(v[rows].any()):
         return influence
@@ -147,10 +146,11 @@ def graph_scores(graph: Graph) -> dict[str, float]:
     replacement = emb / (emb + err) if emb + err > 0 else float("nan")
 
     rows = graph.row_nodes.to(torch.long)
-    row_ids = norm.row_ids()  # (nnz,)
-    is_error = (graph.kind == ERROR)[norm.sources.long()]  # (nnz,) edges from error nodes
-    error_share = norm.row_sum(norm.values * is_error, row_ids)  # (R,)
-    has_input = norm.row_sum(norm.values, row_ids) > 0  # (R,) rows with any input
+    is_error = graph.kind == ERROR  # (N,)
+    error_share = torch.zeros(norm.n_rows)  # (R,) Σ of Â over each row's edges from error nodes
+    for start, end, r in norm.blocks():
+        error_share.index_add_(0, r, norm.values[start:end] * is_error[norm.sources[start:end]])
+    has_input = norm.row_sum(norm.values) > 0  # (R,) rows with any input
     mass = (influence[rows] + w[rows])[has_input]
     explained = ((1.0 - error_share[has_input]) * mass).sum()
     total = float(mass.sum())

@@ -105,7 +105,7 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     # (normalizing Â again equals normalizing |P|)
     values = norm.values
     values *= (node_mask[rows][row_ids] & node_mask[sources]).to(values.dtype)
-    values /= norm.row_sum(values, row_ids).clamp_min(_EPS)[row_ids]
+    values /= norm.row_sum(values).clamp_min(_EPS)[row_ids]
     pruned_influence = propagate(norm, rows, N, w)
 
     # 3. edge scores E = P̂ · (I_P[t] + w[t]) in place; threshold over the non-zero scores only

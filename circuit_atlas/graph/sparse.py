@@ -10,6 +10,9 @@ is a pass over the `nnz` entries:
     row_sum(x)         (R,)    Σ over each row's entries of x (nnz,)
     rmatvec(v)         (C,)    vᵀ M for v (R,): every entry sends v[row] · value to its column
 
+The passes behind row_sum, rmatvec and abs_normalized walk the entries in blocks of whole rows
+(about 2^20 entries each), so their temporaries are block-sized, not nnz-sized.
+
 `torch.sparse_csr_tensor` is not used: its CPU kernels neither cover the transposed
 product we need nor keep int32 indices, and a plain triple saves and hashes simply.
 """
@@ -22,6 +25,7 @@ import torch
 
 INDEX_DTYPE = torch.int32  # column indices: graphs have far fewer than 2^31 nodes
 INDPTR_DTYPE = torch.int64  # offsets: a graph may have more than 2^31 edges
+BLOCK = 1 << 20  # entries per block of the blocked passes
 
 
 @dataclass
@@ -105,15 +109,32 @@ class CSR:
         """(nnz,) int32: the row of each entry."""
         return torch.repeat_interleave(torch.arange(self.n_rows, dtype=INDEX_DTYPE), self.row_counts())
 
-    def row_sum(self, x: torch.Tensor, row_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """(R,) float32: Σ of x (nnz,) over each row's entries."""
-        ids = self.row_ids() if row_ids is None else row_ids
-        return torch.zeros(self.n_rows, dtype=x.dtype).index_add_(0, ids, x)
+    def blocks(self):
+        """Yield (start, end, rows): consecutive row ranges of about BLOCK entries; entries [start, end)
+        and rows (end - start,) int64, the row of each of them."""
+        counts = self.row_counts()
+        cuts = torch.arange(0, self.nnz, BLOCK, dtype=INDPTR_DTYPE)
+        first = torch.searchsorted(self.indptr, cuts, right=True) - 1  # row holding each cut
+        bounds = torch.unique(torch.cat([first, torch.tensor([self.n_rows])])).tolist()
+        for r0, r1 in zip(bounds[:-1], bounds[1:]):
+            start, end = int(self.indptr[r0]), int(self.indptr[r1])
+            if end > start:
+                yield start, end, torch.repeat_interleave(torch.arange(r0, r1), counts[r0:r1])
 
-    def rmatvec(self, v: torch.Tensor, row_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """vᵀ M: (R,) -> (C,). Each entry (r, c, a) adds v[r] · a to column c."""
-        ids = self.row_ids() if row_ids is None else row_ids
-        return torch.zeros(self.n_cols, dtype=torch.float32).index_add_(0, self.sources, self.values * v[ids])
+    def row_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """(R,): Σ of x (nnz,) over each row's entries (bool x: counts, int64)."""
+        dtype = torch.int64 if x.dtype == torch.bool else x.dtype
+        out = torch.zeros(self.n_rows, dtype=dtype)
+        for start, end, rows in self.blocks():
+            out.index_add_(0, rows, x[start:end].to(dtype))
+        return out
+
+    def rmatvec(self, v: torch.Tensor) -> torch.Tensor:
+        """vᵀ M: (R,) -> (C,) float32. Each entry (r, c, a) adds v[r] · a to column c."""
+        out = torch.zeros(self.n_cols, dtype=torch.float32)
+        for start, end, rows in self.blocks():
+            out.index_add_(0, self.sources[start:end], self.values[start:end] * v[rows])
+        return out
 
     def take_rows(self, index: torch.Tensor) -> CSR:
         """The rows `index` (any order, repeats allowed), as a new CSR."""
@@ -127,7 +148,7 @@ class CSR:
 
     def mask_entries(self, keep: torch.Tensor) -> CSR:
         """Only the entries where keep (nnz,) bool is set (row structure kept, emptied rows stay)."""
-        counts = self.row_sum(keep.to(torch.int64))
+        counts = self.row_sum(keep)
         return CSR(_indptr(counts), self.sources[keep], self.values[keep], self.n_cols)
 
     def to_dense(self) -> torch.Tensor:
@@ -139,9 +160,11 @@ class CSR:
     def abs_normalized(self) -> CSR:
         """Â[r, c] = |M[r, c]| / max(Σ_c |M[r, c]|, 1e-10) per row, same structure (new values)."""
         values = self.values.abs()
-        ids = self.row_ids()
-        values /= self.row_sum(values, ids).clamp_min(1e-10)[ids]
-        return CSR(self.indptr, self.sources, values, self.n_cols)
+        norm = CSR(self.indptr, self.sources, values, self.n_cols)
+        sums = norm.row_sum(values).clamp_min(1e-10)
+        for start, end, rows in self.blocks():
+            values[start:end] /= sums[rows]
+        return norm
 
 
 def _indptr(counts: torch.Tensor) -> torch.Tensor:

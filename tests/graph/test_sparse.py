@@ -20,7 +20,24 @@ def test_csr_round_trips_dense_and_stores_only_nonzeros():
     assert csr.sources.dtype == torch.int32 and csr.indptr.dtype == torch.int64
 
 
-def test_csr_ops_equal_their_dense_forms():
+@pytest.fixture(params=[1 << 20, 3, 1], ids=["one-block", "blocks-of-3", "blocks-of-1"])
+def block(request, monkeypatch):
+    """Run with the blocked passes cut into one block, or many (rows never split)."""
+    import circuit_atlas.graph.sparse as sparse
+
+    monkeypatch.setattr(sparse, "BLOCK", request.param)
+    return request.param
+
+
+def test_blocks_cover_every_entry_once_in_whole_rows(block):
+    csr = CSR.from_dense(_random_dense())
+    seen = torch.cat([rows for _, _, rows in csr.blocks()])
+    assert torch.equal(seen, csr.row_ids().long())
+    ends = [(s, e) for s, e, _ in csr.blocks()]
+    assert ends[0][0] == 0 and ends[-1][1] == csr.nnz and all(a[1] == b[0] for a, b in zip(ends, ends[1:]))
+
+
+def test_csr_ops_equal_their_dense_forms(block):
     dense = _random_dense()
     csr = CSR.from_dense(dense)
     v = torch.randn(7)
