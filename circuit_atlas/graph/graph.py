@@ -103,9 +103,9 @@ class Graph:
             edge_indptr, edge_sources, edge_values = csr.indptr, csr.sources, csr.values
         elif any(t is None for t in triple):
             raise ValueError("a Graph needs its edges: edge_indptr, edge_sources and edge_values (or dense edges=)")
-        edge_indptr = edge_indptr.to(INDPTR_DTYPE)
-        edge_sources = edge_sources.to(INDEX_DTYPE)
-        edge_values = edge_values.to(torch.float32)
+        edge_indptr = torch.as_tensor(edge_indptr, dtype=INDPTR_DTYPE)
+        edge_sources = torch.as_tensor(edge_sources, dtype=INDEX_DTYPE)
+        edge_values = torch.as_tensor(edge_values, dtype=torch.float32)
         check_csr(edge_indptr, edge_sources, edge_values, n_rows, self.n_sources)
         if bool((edge_values == 0).any()):  # store non-zero effects only, so nnz == n_edges
             csr = CSR(edge_indptr, edge_sources, edge_values, self.n_sources).mask_entries(edge_values != 0)
@@ -113,6 +113,12 @@ class Graph:
         self.edge_indptr, self.edge_sources, self.edge_values = edge_indptr, edge_sources, edge_values
         if len(self.logit_labels) != self.n_logits:
             raise ValueError(f"{len(self.logit_labels)} logit labels for {self.n_logits} logit nodes")
+
+    def __repr__(self) -> str:
+        return (
+            f"Graph(prompt={self.prompt!r}, nodes={self.n_nodes}, rows={self.n_rows}, edges={self.n_edges}, "
+            f"logits={self.logit_labels!r})"
+        )
 
     @property
     def edges(self):

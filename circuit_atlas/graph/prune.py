@@ -21,6 +21,7 @@ import copy
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .graph import EMBEDDING, ERROR, FEATURE, LOGIT, Graph
@@ -28,6 +29,7 @@ from .influence import logit_weights, propagate
 from .sparse import CSR
 
 _EPS = 1e-10
+_BLOCK = 1 << 20  # entries per block of the running sums
 
 
 def check_threshold(value: float, name: str) -> float:
@@ -41,19 +43,38 @@ def find_threshold(scores: torch.Tensor, threshold: float) -> float:
     """Smallest score of the shortest descending prefix whose share of the total reaches `threshold`.
 
     Keeping {score >= returned value} keeps that prefix (plus ties). Returns +inf when there is
-    no mass at all (empty or all-zero scores), so that nothing is kept.
+    no mass at all (empty or all-zero scores), so that nothing is kept. Zero scores never change
+    the result (they add nothing to any prefix), so edge scores can be passed with their zeros.
+
+    Memory: one sorted copy of the scores (no index array, no full-length cumulative sum): the
+    float64 running sum is carried across blocks, which rounds exactly as one sequential
+    cumsum over the whole sorted array would.
     """
-    flat = scores.detach().flatten()
-    if flat.numel() == 0:
+    flat = scores.detach().flatten().cpu()
+    n = flat.numel()
+    if n == 0:
         return math.inf
-    ordered = torch.sort(flat, descending=True).values
-    cum = torch.cumsum(ordered, dim=0, dtype=torch.float64)  # float64 sum: no drift over millions of edges
-    total = float(cum[-1])
+    ordered = np.sort(flat.numpy())[::-1]  # descending view of one ascending copy
+
+    def running_sums():  # (start, cum) per block; cum[k] = Σ ordered[: start + k + 1] in float64
+        running = 0.0
+        for start in range(0, n, _BLOCK):
+            block = ordered[start : start + _BLOCK].astype(np.float64)
+            cum = np.cumsum(np.concatenate(([running], block)))[1:]
+            running = float(cum[-1])
+            yield start, cum
+
+    total = 0.0
+    for _, cum in running_sums():
+        total = float(cum[-1])
     if not total > 0:
         return math.inf
-    share = cum / total  # ends at exactly 1.0
-    i = int(torch.searchsorted(share, torch.tensor([threshold], dtype=torch.float64)).item())
-    return float(ordered[min(i, ordered.numel() - 1)])
+    for start, cum in running_sums():
+        share = cum / total  # ends at exactly 1.0
+        k = int(np.searchsorted(share, threshold, side="left"))
+        if k < share.shape[0]:
+            return float(ordered[start + k])
+    return float(ordered[n - 1])
 
 
 def cumulative_influence(influence: torch.Tensor, total: float | None = None) -> torch.Tensor:
@@ -95,8 +116,8 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
 
     # 1. node influence on the full graph, node mask
     norm = graph.csr.abs_normalized()  # (R, S) sparse; its values are reused in place below
-    row_ids = norm.row_ids()  # (nnz,) row of each edge
-    sources = norm.sources.long()  # (nnz,) source node of each edge
+    sources = norm.sources  # (nnz,) int32 source node of each edge
+    targets = graph.row_nodes.to(sources.dtype)[norm.row_ids()]  # (nnz,) int32 target node of each edge
     influence = propagate(norm, rows, N, w)
     node_mask = influence >= find_threshold(influence, node_threshold)
     node_mask |= (kind == EMBEDDING) | (kind == LOGIT)
@@ -104,18 +125,17 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     # 2. P̂: drop edges of dead rows and from dead sources, then renormalize
     # (normalizing Â again equals normalizing |P|)
     values = norm.values
-    values *= (node_mask[rows][row_ids] & node_mask[sources]).to(values.dtype)
-    values /= norm.row_sum(values).clamp_min(_EPS)[row_ids]
+    values.masked_fill_(~(node_mask[targets] & node_mask[sources]), 0.0)
+    norm.scale_rows_(norm.row_sum(values).clamp_min(_EPS), divide=True)
     pruned_influence = propagate(norm, rows, N, w)
 
-    # 3. edge scores E = P̂ · (I_P[t] + w[t]) in place; threshold over the non-zero scores only
-    values *= (pruned_influence[rows] + w[rows])[row_ids]
-    edge_mask = values >= find_threshold(values[values > 0], edge_threshold)  # (nnz,)
+    # 3. edge scores E = P̂ · (I_P[t] + w[t]) in place; the threshold counts the non-zero scores only
+    norm.scale_rows_(pruned_influence[rows] + w[rows])
+    edge_mask = values >= find_threshold(values, edge_threshold)  # (nnz,); zeros never reach the cut
     del norm, values
 
     # 4. iterate to a fixed point. Scores of dead rows/sources are 0, so edge_mask already avoids them.
     # Keep per-node counts of kept edges and only subtract the edges of nodes that die.
-    targets = rows[row_ids]  # (nnz,) target node of each edge
     needs_out = (kind == FEATURE) | (kind == ERROR)
     has_row = torch.zeros(N, dtype=torch.bool)
     has_row[rows] = True
@@ -155,15 +175,17 @@ def subset_graph(
     remap[keep] = torch.arange(keep.numel())
 
     csr = graph.csr
-    row_ids = csr.row_ids()
-    keep_edge = node_mask[rows][row_ids] & node_mask[csr.sources.long()]  # (nnz,)
+    keep_edge = node_mask[rows][csr.row_ids()] & node_mask[csr.sources]  # (nnz,)
     if edge_mask is not None:
         if edge_mask.shape != (graph.n_edges,):
             raise ValueError(f"edge_mask has shape {tuple(edge_mask.shape)}, expected ({graph.n_edges},)")
         keep_edge &= edge_mask
-    kept = csr.mask_entries(keep_edge).take_rows(keep_rows)  # (R', S) in old source indices
+    kept = csr.mask_entries(keep_edge)  # rows of dropped nodes are now empty: drop them from indptr only
+    indptr = torch.zeros(keep_rows.numel() + 1, dtype=kept.indptr.dtype)
+    torch.cumsum(kept.row_counts()[keep_rows], dim=0, out=indptr[1:])
     # every non-logit node precedes the logits, so the kept sources are the first S' kept nodes
-    edges = CSR(kept.indptr, remap[kept.sources.long()], kept.values, int((keep < S).sum()))
+    sources = remap.to(kept.sources.dtype)[kept.sources]
+    edges = CSR(indptr, sources, kept.values, int((keep < S).sum()))
 
     is_logit = graph.kind == LOGIT
     logit_keep = node_mask[is_logit].tolist()  # (K,) which logits survive, in target order

@@ -64,13 +64,13 @@ class CSR:
         """The non-zero entries of a dense (R, C) tensor (row-major order, so columns ascend per row)."""
         if dense.dim() != 2:
             raise ValueError(f"dense edges must be 2-D (rows, sources), got shape {tuple(dense.shape)}")
-        dense = dense.detach()
+        dense = dense.detach().cpu()
         rows, cols = dense.nonzero(as_tuple=True)
         counts = torch.bincount(rows, minlength=dense.shape[0])
         return cls(
             _indptr(counts),
             cols.to(INDEX_DTYPE),
-            dense[rows, cols].to(torch.float32).cpu(),
+            dense[rows, cols].to(torch.float32),
             int(dense.shape[1]),
         )
 
@@ -109,17 +109,26 @@ class CSR:
         """(nnz,) int32: the row of each entry."""
         return torch.repeat_interleave(torch.arange(self.n_rows, dtype=INDEX_DTYPE), self.row_counts())
 
-    def blocks(self):
-        """Yield (start, end, rows): consecutive row ranges of about BLOCK entries; entries [start, end)
-        and rows (end - start,) int64, the row of each of them."""
-        counts = self.row_counts()
+    def _bounds(self) -> list[tuple[int, int, int, int]]:
+        """(first row, end row, first entry, end entry) of consecutive row ranges of about BLOCK entries."""
         cuts = torch.arange(0, self.nnz, BLOCK, dtype=INDPTR_DTYPE)
         first = torch.searchsorted(self.indptr, cuts, right=True) - 1  # row holding each cut
         bounds = torch.unique(torch.cat([first, torch.tensor([self.n_rows])])).tolist()
+        out = []
         for r0, r1 in zip(bounds[:-1], bounds[1:]):
             start, end = int(self.indptr[r0]), int(self.indptr[r1])
             if end > start:
-                yield start, end, torch.repeat_interleave(torch.arange(r0, r1), counts[r0:r1])
+                out.append((r0, r1, start, end))
+        return out
+
+    def _rows(self, r0: int, r1: int) -> torch.Tensor:
+        return torch.repeat_interleave(torch.arange(r0, r1), self.indptr[r0 + 1 : r1 + 1] - self.indptr[r0:r1])
+
+    def blocks(self):
+        """Yield (start, end, rows): consecutive row ranges of about BLOCK entries; entries [start, end)
+        and rows (end - start,) int64, the row of each of them."""
+        for r0, r1, start, end in self._bounds():
+            yield start, end, self._rows(r0, r1)
 
     def row_sum(self, x: torch.Tensor) -> torch.Tensor:
         """(R,): Σ of x (nnz,) over each row's entries (bool x: counts, int64)."""
@@ -132,9 +141,19 @@ class CSR:
     def rmatvec(self, v: torch.Tensor) -> torch.Tensor:
         """vᵀ M: (R,) -> (C,) float32. Each entry (r, c, a) adds v[r] · a to column c."""
         out = torch.zeros(self.n_cols, dtype=torch.float32)
-        for start, end, rows in self.blocks():
-            out.index_add_(0, self.sources[start:end], self.values[start:end] * v[rows])
+        for r0, r1, start, end in self._bounds():
+            if bool(v[r0:r1].any()):  # rows without mass send nothing (most blocks, late in propagation)
+                out.index_add_(0, self.sources[start:end], self.values[start:end] * v[self._rows(r0, r1)])
         return out
+
+    def scale_rows_(self, scale: torch.Tensor, *, divide: bool = False) -> CSR:
+        """In place: row r's values times scale[r] (R,) (divided by it if `divide`). Returns self."""
+        for start, end, rows in self.blocks():
+            if divide:
+                self.values[start:end] /= scale[rows]
+            else:
+                self.values[start:end] *= scale[rows]
+        return self
 
     def take_rows(self, index: torch.Tensor) -> CSR:
         """The rows `index` (any order, repeats allowed), as a new CSR."""
@@ -161,10 +180,7 @@ class CSR:
         """Â[r, c] = |M[r, c]| / max(Σ_c |M[r, c]|, 1e-10) per row, same structure (new values)."""
         values = self.values.abs()
         norm = CSR(self.indptr, self.sources, values, self.n_cols)
-        sums = norm.row_sum(values).clamp_min(1e-10)
-        for start, end, rows in self.blocks():
-            values[start:end] /= sums[rows]
-        return norm
+        return norm.scale_rows_(norm.row_sum(values).clamp_min(1e-10), divide=True)
 
 
 def _indptr(counts: torch.Tensor) -> torch.Tensor:
