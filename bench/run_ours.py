@@ -142,7 +142,7 @@ def main() -> None:
     feats = torch.stack([graph.layer[feat], graph.position[feat], graph.feature[feat]], 1).to(torch.int64).contiguous()
     errs = torch.stack([graph.layer[kind == ERROR], graph.position[kind == ERROR]], 1).to(torch.int64).contiguous()
     adj = graph.adjacency.float().contiguous()
-    n_edges = int((graph.edges != 0).sum())
+    n_edges = graph.n_edges
 
     from safetensors.torch import save_file
 

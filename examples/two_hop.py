@@ -177,7 +177,7 @@ def main() -> None:
     if n_whole > n_state:
         print("  Swapping the state features alone does not move say-Austin to the new capital: in the toy world "
               "the say-capital features do not follow injected state features, so they are swapped with them.")  # fmt: skip
-    influence = node_influence(graph.edges, graph.row_nodes, graph.n_nodes, logit_weights(graph))
+    influence = node_influence(graph.csr, graph.row_nodes, graph.n_nodes, logit_weights(graph))
     at_city = torch.isin(graph.position, torch.tensor(token_span(model, PROMPT, CITY)))
     err, feat = (float(influence[at_city & (graph.kind == k)].sum()) for k in (ERROR, FEATURE))
     print(f"  At the city tokens, transcoder error nodes carry {err:.2f} of the influence on the logits and features "

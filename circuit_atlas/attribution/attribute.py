@@ -9,6 +9,10 @@ Algorithm (phases below):
   3. Package a Graph. Features without a row stay in the graph as source-only nodes with
      all their outgoing effects, so a partial graph loses nothing: its rows equal the full
      graph's rows.
+
+Memory: every batch of rows is dense only over its causal cone (backward.py) and goes straight
+into an EdgeStore (graph/edge_store.py) as sparse rows; the graph's edges are CSR. No
+(rows x sources) or (N x N) matrix is allocated.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..graph import Graph
+from ..graph.edge_store import EdgeStore, check_edge_budget
 from ..graph.graph import EMBEDDING, ERROR, FEATURE, LOGIT
 from ..replacement_model import ReplacementModel
 from .backward import attribute_rows
@@ -43,28 +48,28 @@ def _timed(name: str):
     return _T()
 
 
-def _feature_rows(ctx: AttributionContext, order: torch.Tensor, batch_size: int, edges, slots, bar) -> None:
-    """Fill edges[slots[i]] with the row of feature order[i], in batches of similar (layer, position)."""
-    f = ctx.features[order]
+def _feature_rows(ctx: AttributionContext, order: torch.Tensor, batch_size: int, store: EdgeStore, slots, bar) -> None:
+    """Write the row of feature order[i] to slot slots[i] of `store`, in batches of similar (layer, position)."""
+    f = ctx.features[order.to(ctx.features.device)].cpu()
     sort = torch.argsort(f[:, 0] * ctx.T + f[:, 1], stable=True)  # homogeneous batches are cheaper
     order, slots = order[sort], slots[sort]
     for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_vectors[idx])
-        edges[slots[start : start + batch_size]] = rows.float().cpu()
+        idx = order[start : start + batch_size].to(ctx.features.device)
+        cols, rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_vectors[idx])
+        store.add(slots[start : start + batch_size], cols, rows)
         bar.update(len(idx))
 
 
-def _logit_rows(ctx: AttributionContext, targets: list[Target], batch_size: int) -> torch.Tensor:
+def _logit_rows(ctx: AttributionContext, targets: list[Target], batch_size: int, store: EdgeStore, first_slot: int):
+    """Write the rows of the logit targets to slots first_slot, first_slot + 1, ... of `store`."""
     L, T = ctx.n_layers, ctx.T
     vectors = torch.stack([t.vector for t in targets]).to(ctx.clean.embeddings.dtype)
-    out = []
     for start in range(0, len(targets), batch_size):
         v = vectors[start : start + batch_size]
         layers = torch.full((len(v),), L, dtype=torch.long, device=v.device)
         positions = torch.full((len(v),), T - 1, dtype=torch.long, device=v.device)
-        out.append(attribute_rows(ctx, layers, positions, v).float().cpu())
-    return torch.cat(out)
+        cols, rows = attribute_rows(ctx, layers, positions, v)
+        store.add(torch.arange(first_slot + start, first_slot + start + len(v)), cols, rows)
 
 
 def attribute(
@@ -77,6 +82,8 @@ def attribute(
     max_feature_nodes: int | None = None,
     batch_size: int = 256,
     update_interval: int = 4,
+    edge_budget: float | None = None,
+    edge_dir: str | None = None,
     progress: bool = True,
 ) -> Graph:
     """Attribution graph of `prompt` (text or token ids) on `model`.
@@ -85,12 +92,17 @@ def attribute(
     or a list of token strings / ids, `LogitDiff(a, b)`, `Direction(label, vector, weight)`
     or `(label, vector)` tuples. max_feature_nodes: compute rows for at most this many
     features, chosen by influence; the others stay as source-only nodes.
+    edge_budget: None (exact, the default: every non-zero edge is kept) or a fraction f in (0, 1):
+    edges with |a| < f · Σ|row| are dropped as rows are computed; graph.metadata["edge_budget"]
+    records the dropped mass. edge_dir: keep the edges in memory-mapped files in this folder
+    instead of in memory (for graphs larger than RAM; nothing is left there afterwards).
     """
     check_attribution_budget(model, prompt, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob, max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval)  # fmt: skip
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if max_feature_nodes is not None and max_feature_nodes < 0:
         raise ValueError("max_feature_nodes must be >= 0 (or None for all features)")
+    edge_budget = check_edge_budget(edge_budget)
     t_start = time.perf_counter()
 
     # Phase 0: clean run, freeze, active features, errors, decoder rows.
@@ -100,19 +112,19 @@ def attribute(
     T, A = ctx.T, ctx.n_features
     n_sources = ctx.n_sources
 
-    # Phase 1: logit targets and their rows.
+    # Phase 1: logit targets and their rows (slots n_rows .. n_rows + K - 1, after the features).
+    n_rows = A if max_feature_nodes is None else min(max_feature_nodes, A)
+    store = EdgeStore(n_sources, edge_budget=edge_budget, directory=edge_dir)
     with _timed("phase 1: logit rows"):
         logits = ctx.clean.logits[T - 1]
         tlist = resolve_targets(
             model, ctx.clean.logits_pre_softcap[T - 1], logits, targets, max_n_logits, desired_logit_prob
         )
-        logit_edges = _logit_rows(ctx, tlist, batch_size)
+        _logit_rows(ctx, tlist, batch_size, store, n_rows)
     K = len(tlist)
 
-    # Phase 2: feature rows, all or the most influential under a budget.
-    n_rows = A if max_feature_nodes is None else min(max_feature_nodes, A)
-    edges = torch.zeros(n_rows + K, n_sources, dtype=torch.float32)
-    edges[n_rows:] = logit_edges
+    # Phase 2: feature rows, all or the most influential under a budget. Feature i's row goes
+    # to slot i (all features) or to slot (rank of its selection) (under a budget).
     n_nodes = n_sources + K
     logit_nodes = torch.arange(n_sources, n_nodes)
     weights = torch.zeros(n_nodes)
@@ -120,8 +132,9 @@ def attribute(
     bar = tqdm(total=n_rows, desc="feature rows", unit="row", disable=not progress)
     with _timed("phase 2: feature rows"):
         if n_rows == A:
-            _feature_rows(ctx, torch.arange(A), batch_size, edges, torch.arange(A), bar)
+            _feature_rows(ctx, torch.arange(A), batch_size, store, torch.arange(A), bar)
             row_features = torch.arange(A)
+            slot_order = torch.arange(n_rows + K)
         else:
             from ..graph.influence import node_influence
 
@@ -130,18 +143,22 @@ def attribute(
             while len(row_features) < n_rows:
                 # Rank unvisited features by their influence on the logits through the rows so far.
                 done = len(row_features)
-                rows = torch.cat([torch.arange(done), torch.arange(n_rows, n_rows + K)])
-                row_nodes = torch.cat([row_features, logit_nodes])
-                influence = node_influence(edges[rows], row_nodes, n_nodes, weights)[:A]
+                slot_of_node = torch.cat([row_features, logit_nodes])  # node of slots 0..done-1, then logits
+                slots = torch.cat([torch.arange(done), torch.arange(n_rows, n_rows + K)])
+                csr = store.to_csr(slots, in_memory=True)
+                influence = node_influence(csr, slot_of_node, n_nodes, weights)[:A]
+                del csr
                 influence[visited] = -1
                 take = min(update_interval * batch_size, n_rows - done)
                 chosen = torch.argsort(influence, descending=True, stable=True)[:take]
                 visited[chosen] = True
-                _feature_rows(ctx, chosen, batch_size, edges, torch.arange(done, done + take), bar)
+                _feature_rows(ctx, chosen, batch_size, store, torch.arange(done, done + take), bar)
                 row_features = torch.cat([row_features, chosen])
             order = torch.argsort(row_features)  # rows in node order
-            edges[:n_rows] = edges[:n_rows][order]
             row_features = row_features[order]
+            slot_order = torch.cat([order, torch.arange(n_rows, n_rows + K)])
+        budget_report = store.report()
+        edges = store.finish(slot_order)
     bar.close()
 
     # Phase 3: package the graph.
@@ -154,7 +171,10 @@ def attribute(
         "desired_logit_prob": desired_logit_prob,
         "max_feature_nodes": max_feature_nodes,
         "batch_size": batch_size,
+        "edge_budget": edge_budget,
     }
+    if edge_budget is not None:
+        graph.metadata["edge_budget"] = budget_report
     graph.metadata["attribution_seconds"] = time.perf_counter() - t_start
     return graph
 
@@ -204,7 +224,9 @@ def _package(model, ctx: AttributionContext, tlist, edges, row_features, logit_n
         position=position.long(),
         feature=feature.long(),
         activation=activation.float(),
-        edges=edges,
+        edge_indptr=edges.indptr,
+        edge_sources=edges.sources,
+        edge_values=edges.values,
         row_nodes=torch.cat([row_features, logit_nodes]),
         logit_labels=[t.label for t in tlist],
         metadata=metadata,

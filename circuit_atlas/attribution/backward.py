@@ -8,7 +8,10 @@ rows of active features, error vectors, and at the bottom the token embeddings. 
 result is the batch's rows of the edge matrix, exact because the frozen model is linear.
 
 Cost is cut twice: a batch starts at its highest target layer, and it only carries the
-positions up to its last target position (causality).
+positions up to its last target position (causality). Memory is cut the same way: a batch's
+rows are dense only over its causal cone (features and errors below its top layer at positions
+up to its last, embeddings up to its last position), never over every source of the graph;
+the caller sparsifies them into the graph's edge store.
 """
 
 from __future__ import annotations
@@ -18,16 +21,37 @@ import torch
 from .context import ZERO_POSITIONS, AttributionContext
 
 
-def _read_sources(ctx: AttributionContext, l: int, g_out: torch.Tensor, out: torch.Tensor) -> None:
-    """Add every source at layer l's output site to out (B, n_sources). g_out (B, P, d)."""
+def cone_columns(ctx: AttributionContext, top: int, P: int) -> torch.Tensor:
+    """(C,) int64, ascending: graph columns a batch topped at layer `top` over positions [0, P) can reach.
+
+    Features and errors at layers < top and positions < P, and the embeddings of positions < P.
+    (A feature at layer l writes at output layers >= l, so every decoder row read below `top`
+    belongs to a feature in this set.)
+    """
+    f = ctx.features  # (A, 3)
+    features = ((f[:, 0] < top) & (f[:, 1] < P)).nonzero().squeeze(1)
+    device = f.device
+    n_err_layers = min(top, ctx.n_layers)
+    per_layer = ctx.T - ZERO_POSITIONS
+    p = torch.arange(ZERO_POSITIONS, max(P, ZERO_POSITIONS), device=device)
+    errors = ctx.n_features + torch.arange(n_err_layers, device=device)[:, None] * per_layer + p - ZERO_POSITIONS
+    embeddings = ctx.embedding_offset + torch.arange(P, device=device)
+    return torch.cat([features, errors.flatten(), embeddings])
+
+
+def _read_sources(ctx: AttributionContext, l: int, g_out: torch.Tensor, out: torch.Tensor, local) -> None:
+    """Add every source at layer l's output site to out (B, C), column c = graph column cols[c].
+
+    g_out (B, P, d); local (n_sources,) maps a graph column to its cone column.
+    """
     B, P, _ = g_out.shape
     pack = ctx.decoders[l]
     for p in range(P):
         start, end = pack.bounds[p], pack.bounds[p + 1]
         if end > start:  # (B, d) @ (d, R_p): every feature at position p writing into layer l
-            out.index_add_(1, pack.columns[start:end], g_out[:, p] @ pack.vectors[start:end].T)
+            out.index_add_(1, local[pack.columns[start:end]], g_out[:, p] @ pack.vectors[start:end].T)
     if P > ZERO_POSITIONS:
-        start = ctx.error_column(l, ZERO_POSITIONS)
+        start = int(local[ctx.error_column(l, ZERO_POSITIONS)])  # errors of one layer are consecutive
         err = torch.einsum("bpd,pd->bp", g_out[:, ZERO_POSITIONS:], ctx.errors[l, ZERO_POSITIONS:P])
         out[:, start : start + P - ZERO_POSITIONS] = err
 
@@ -35,10 +59,13 @@ def _read_sources(ctx: AttributionContext, l: int, g_out: torch.Tensor, out: tor
 @torch.no_grad()
 def attribute_rows(
     ctx: AttributionContext, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor
-) -> torch.Tensor:
-    """Edge rows (B, n_sources) for targets at (layers[i], positions[i]) with injection vectors[i].
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge rows for targets at (layers[i], positions[i]) with injection vectors[i], over their cone.
 
-    layers[i] == n_layers marks a logit-style target read at the final-norm output.
+    Returns (cols, rows): cols (C,) int64 ascending graph columns (see `cone_columns`), rows (B, C)
+    with rows[i, c] the direct effect of source cols[c] on target i. Sources outside the cone have
+    no effect, by causality. layers[i] == n_layers marks a logit-style target read at the
+    final-norm output.
     """
     frozen = ctx.frozen
     L = ctx.n_layers
@@ -46,7 +73,10 @@ def attribute_rows(
     P = int(positions.max()) + 1
     top = int(layers.max())
     d = vectors.shape[1]
-    out = vectors.new_zeros(B, ctx.n_sources)
+    cols = cone_columns(ctx, top, P)  # (C,)
+    local = torch.full((ctx.n_sources,), -1, dtype=torch.long, device=cols.device)
+    local[cols] = torch.arange(cols.numel(), device=cols.device)
+    out = vectors.new_zeros(B, cols.numel())
     g = vectors.new_zeros(B, P, d)  # cotangent at the residual stream above the current layer
     batch = torch.arange(B, device=vectors.device)
 
@@ -60,7 +90,7 @@ def attribute_rows(
         g_in = None
         if l < top:  # rows whose target sits above layer l carry cotangent here
             g_out = frozen.output_site_T(l, g)
-            _read_sources(ctx, l, g_out, out)
+            _read_sources(ctx, l, g_out, out, local)
             g_in = frozen.skip_T(l, g_out)
         here = layers == l
         if here.any():
@@ -70,6 +100,6 @@ def attribute_rows(
         g_mid = g if g_in is None else g + frozen.input_site_T(l, g_in)
         g = frozen.attention_T(l, g_mid)
 
-    off = ctx.embedding_offset
+    off = int(local[ctx.embedding_offset])
     out[:, off : off + P] = torch.einsum("bpd,pd->bp", g, ctx.clean.embeddings[:P])
-    return out
+    return cols, out

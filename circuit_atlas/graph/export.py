@@ -225,7 +225,7 @@ def to_circuit_tracer_json(
             cumulative = cumulative_influence(graph.influence, total)
         else:
             w = logit_weights(graph)
-            cumulative = cumulative_influence(node_influence(graph.edges, graph.row_nodes, graph.n_nodes, w))
+            cumulative = cumulative_influence(node_influence(graph.csr, graph.row_nodes, graph.n_nodes, w))
 
     originals = source.get("nodes") or {}
     nodes, logit_index = [], 0
@@ -241,10 +241,9 @@ def to_circuit_tracer_json(
     collisions = _unique_ids(nodes)
 
     ids = [n["node_id"] for n in nodes]
-    r, c = g.edges.nonzero(as_tuple=True)  # target row, source column
-    targets = g.row_nodes[r].tolist()
+    targets = g.row_nodes[g.csr.row_ids().long()].tolist()  # row-major, as the rows are stored
     links = [{"source": ids[s], "target": ids[t], "weight": float(w)}
-             for s, t, w in zip(c.tolist(), targets, g.edges[r, c].tolist())]  # fmt: skip
+             for s, t, w in zip(g.edge_sources.tolist(), targets, g.edge_values.tolist())]  # fmt: skip
     qparams = copy.deepcopy(source.get("qParams") or _DEFAULT_QPARAMS)
     meta = _metadata(g, slug, scan, node_threshold, edge_threshold, prune, source, collisions)
     return {"metadata": meta, "qParams": qparams, "nodes": nodes, "links": links}

@@ -8,12 +8,21 @@ Node order (fixed, documented once here):
 
 Orientation: `adjacency[target, source]` is the direct effect of `source` on `target`.
 
-Storage is rectangular, because only some nodes have incoming edges: `edges` is
-(n_rows, n_sources) float32 where the columns are the first `n_sources` nodes (every
-non-logit node; logits are never sources) and `row_nodes[i]` is the node index of row i
-(the features whose inputs were computed, then the logits). Error and embedding nodes, and
-features left out by `max_feature_nodes`, are source-only: they keep all their outgoing
-effects but have no row. `adjacency` expands this to the dense (N, N) view on demand.
+Storage is sparse and rectangular, because only some nodes have incoming edges and each
+row only reaches its causal cone. Edges are CSR over rows (graph/sparse.py):
+
+    edge_indptr   (n_rows + 1,) int64    row i's edges are [edge_indptr[i], edge_indptr[i+1])
+    edge_sources  (nnz,) int32           source node of each edge, strictly increasing per row
+    edge_values   (nnz,) float32         its direct effect (only non-zero effects are stored)
+    row_nodes     (n_rows,) int64        node index of row i (the features whose inputs were
+                                         computed, then the logits)
+
+Sources are the first `n_sources` nodes (every non-logit node; logits are never sources).
+Error and embedding nodes, and features left out by `max_feature_nodes`, are source-only:
+they keep all their outgoing effects but have no row. Reads: `edge_list()` (the sparse
+read), `csr` (the triple as a CSR), and two explicit dense exports, `adjacency` (N, N) and
+`dense_rows(...)` (rows x n_sources), for small graphs and tests only. Callers holding dense
+rows may pass `edges=` (n_rows, n_sources) to the constructor instead of the CSR triple.
 
 Node columns: kind, layer (-1 for embeddings, n_layers for logits), position, feature
 (feature index; token id for embeddings and logits, vocab_size + i for custom targets;
@@ -23,12 +32,13 @@ id (typed and collision-free: feat:{l}:{p}:{f}, err:{l}:{p}, emb:{p}, logit:{k})
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+
+from .sparse import CSR, INDEX_DTYPE, INDPTR_DTYPE, check_csr
 
 KINDS = ("feature", "error", "embedding", "logit")
 FEATURE, ERROR, EMBEDDING, LOGIT = range(4)
@@ -44,36 +54,78 @@ def node_id(kind: int, layer: int, position: int, feature: int, logit_index: int
     return f"logit:{logit_index}"
 
 
-@dataclass
 class Graph:
     """An attribution graph (see the module docstring for layout and orientation)."""
 
-    prompt: str
-    input_ids: torch.Tensor  # (T,) int64
-    tokens: list[str]  # (T,) token strings
-    n_layers: int
-    kind: torch.Tensor  # (N,) int8, codes into KINDS
-    layer: torch.Tensor  # (N,) int64
-    position: torch.Tensor  # (N,) int64
-    feature: torch.Tensor  # (N,) int64
-    activation: torch.Tensor  # (N,) float32
-    edges: torch.Tensor  # (n_rows, n_sources) float32
-    row_nodes: torch.Tensor  # (n_rows,) int64 node index of each row
-    logit_labels: list[str]  # (K,) label of each logit target
-    metadata: dict[str, Any] = field(default_factory=dict)
-    influence: torch.Tensor | None = None  # (N,) set on pruned graphs
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        input_ids: torch.Tensor,  # (T,) int64
+        tokens: list[str],  # (T,) token strings
+        n_layers: int,
+        kind: torch.Tensor,  # (N,) int8, codes into KINDS
+        layer: torch.Tensor,  # (N,) int64
+        position: torch.Tensor,  # (N,) int64
+        feature: torch.Tensor,  # (N,) int64
+        activation: torch.Tensor,  # (N,) float32
+        row_nodes: torch.Tensor,  # (n_rows,) int64 node index of each row
+        logit_labels: list[str],  # (K,) label of each logit target
+        edge_indptr: torch.Tensor | None = None,  # (n_rows + 1,) int64
+        edge_sources: torch.Tensor | None = None,  # (nnz,) int32
+        edge_values: torch.Tensor | None = None,  # (nnz,) float32
+        edges: torch.Tensor | None = None,  # (n_rows, n_sources) dense alternative to the CSR triple
+        metadata: dict[str, Any] | None = None,
+        influence: torch.Tensor | None = None,  # (N,) set on pruned graphs
+    ) -> None:
+        self.prompt = prompt
+        self.input_ids = input_ids
+        self.tokens = tokens
+        self.n_layers = n_layers
+        self.kind, self.layer, self.position, self.feature, self.activation = kind, layer, position, feature, activation
+        self.row_nodes = row_nodes
+        self.logit_labels = logit_labels
+        self.metadata = {} if metadata is None else metadata
+        self.influence = influence
 
-    def __post_init__(self) -> None:
         N = self.kind.shape[0]
         for name in ("layer", "position", "feature", "activation"):
             if getattr(self, name).shape != (N,):
                 raise ValueError(f"node column {name} has {getattr(self, name).shape[0]} rows, expected {N}")
-        if self.edges.shape != (self.row_nodes.shape[0], self.n_sources):
-            raise ValueError(
-                f"edges has shape {tuple(self.edges.shape)}, expected ({self.row_nodes.shape[0]}, {self.n_sources})"
-            )
+        n_rows = int(row_nodes.shape[0])
+        triple = (edge_indptr, edge_sources, edge_values)
+        if edges is not None:
+            if any(t is not None for t in triple):
+                raise ValueError("pass either edges (dense rows) or edge_indptr/edge_sources/edge_values, not both")
+            if edges.shape != (n_rows, self.n_sources):
+                raise ValueError(f"edges has shape {tuple(edges.shape)}, expected ({n_rows}, {self.n_sources})")
+            csr = CSR.from_dense(edges)
+            edge_indptr, edge_sources, edge_values = csr.indptr, csr.sources, csr.values
+        elif any(t is None for t in triple):
+            raise ValueError("a Graph needs its edges: edge_indptr, edge_sources and edge_values (or dense edges=)")
+        edge_indptr = torch.as_tensor(edge_indptr, dtype=INDPTR_DTYPE)
+        edge_sources = torch.as_tensor(edge_sources, dtype=INDEX_DTYPE)
+        edge_values = torch.as_tensor(edge_values, dtype=torch.float32)
+        check_csr(edge_indptr, edge_sources, edge_values, n_rows, self.n_sources)
+        if bool((edge_values == 0).any()):  # store non-zero effects only, so nnz == n_edges
+            csr = CSR(edge_indptr, edge_sources, edge_values, self.n_sources).mask_entries(edge_values != 0)
+            edge_indptr, edge_sources, edge_values = csr.indptr, csr.sources, csr.values
+        self.edge_indptr, self.edge_sources, self.edge_values = edge_indptr, edge_sources, edge_values
         if len(self.logit_labels) != self.n_logits:
             raise ValueError(f"{len(self.logit_labels)} logit labels for {self.n_logits} logit nodes")
+
+    def __repr__(self) -> str:
+        return (
+            f"Graph(prompt={self.prompt!r}, nodes={self.n_nodes}, rows={self.n_rows}, edges={self.n_edges}, "
+            f"logits={self.logit_labels!r})"
+        )
+
+    @property
+    def edges(self):
+        raise AttributeError(
+            "Graph.edges (dense rows x sources) is gone: edges are sparse. Read graph.edge_list(), graph.csr, "
+            "or the explicit dense exports graph.adjacency / graph.dense_rows()"
+        )
 
     # --- sizes -------------------------------------------------------------------------
     @property
@@ -92,8 +144,12 @@ class Graph:
         return int((self.kind == KINDS.index(kind)).sum())
 
     @property
+    def n_rows(self) -> int:
+        return int(self.row_nodes.shape[0])
+
+    @property
     def n_edges(self) -> int:
-        return int((self.edges != 0).sum())
+        return int(self.edge_values.shape[0])  # only non-zero effects are stored
 
     # --- views -------------------------------------------------------------------------
     @property
@@ -121,20 +177,39 @@ class Graph:
         return pd.DataFrame(table)
 
     @property
+    def csr(self) -> CSR:
+        """The edges as a CSR (n_rows, n_sources) over the rows (shares the graph's tensors)."""
+        return CSR(self.edge_indptr, self.edge_sources, self.edge_values, self.n_sources)
+
+    @property
     def adjacency(self) -> torch.Tensor:
-        """Dense (N, N) float32 view: adjacency[target, source]."""
+        """Explicit dense export, (N, N) float32: adjacency[target, source]. N² memory: small graphs only."""
         dense = torch.zeros(self.n_nodes, self.n_nodes, dtype=torch.float32)
-        dense[self.row_nodes, : self.n_sources] = self.edges.float()
+        rows = self.row_nodes.long()[self.csr.row_ids().long()]
+        dense[rows, self.edge_sources.long()] = self.edge_values
         return dense
+
+    def dense_rows(self, index: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """Explicit dense export of rows `index` (default all), (len(index), n_sources) float32."""
+        csr = self.csr if index is None else self.csr.take_rows(torch.as_tensor(index, dtype=torch.long))
+        return csr.to_dense()
+
+    def row_of(self, node: int) -> int | None:
+        """The row index holding node `node`'s inputs, or None for a source-only node."""
+        hit = (self.row_nodes == node).nonzero()
+        return int(hit[0, 0]) if hit.numel() else None
 
     def edge_list(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every nonzero edge as (targets, sources, weights): node indices (int64) and float32
         direct effects, sorted by target node then source node. The stable sparse read of a graph."""
-        rows, sources = torch.nonzero(self.edges, as_tuple=True)
-        targets = self.row_nodes[rows]
-        weights = self.edges[rows, sources].float()
-        order = torch.argsort(targets * self.n_nodes + sources)
-        return targets[order], sources[order], weights[order]
+        targets = self.row_nodes.long()[self.csr.row_ids().long()]
+        sources = self.edge_sources.long()
+        weights = self.edge_values.clone()
+        rows = self.row_nodes
+        if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):  # rows out of node order
+            order = torch.argsort(targets, stable=True)  # sources already ascend within each row
+            return targets[order], sources[order], weights[order]
+        return targets, sources, weights
 
     @property
     def logit_token_ids(self) -> np.ndarray:

@@ -6,11 +6,12 @@ target's inputs normalized to sum to one:
     Â[t, s] = |A[t, s]| / max(Σ_s' |A[t, s']|, 1e-10)        (row-normalized absolute adjacency)
     I       = wᵀ (Â + Â² + Â³ + …)                            (w: probabilities on logit nodes)
 
-Everything here works on the graph's *rectangular* storage: `edges` (R, S) holds rows only for
-`row_nodes` (R,), and its columns are the first S nodes. Nodes without a row are pure sources,
-which is also what lets attribution call `node_influence` on a partial graph (only some rows
-computed so far). The series is summed by propagating one row vector at a time, so the cost is
-one (R, S) matrix-vector product per path length, never an N x N inverse.
+Everything here works on the graph's *sparse rectangular* storage: a CSR (R, S) (sparse.py)
+holding rows only for `row_nodes` (R,), whose columns are the first S nodes. Nodes without a
+row are pure sources, which is also what lets attribution call `node_influence` on a partial
+graph (only some rows computed so far). The series is summed by propagating one row vector at
+a time, so the cost is one pass over the nnz stored edges per path length (at most the DAG's
+depth), never an N x N inverse and never a dense (R, S) matrix.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .sparse import CSR
+
 if TYPE_CHECKING:
     from .graph import Graph
 
@@ -26,8 +29,18 @@ _EPS = 1e-10
 _MAX_ITERATIONS = 1000
 
 
-def normalized_abs(edges: torch.Tensor) -> torch.Tensor:
-    """Â[t, s] = |A[t, s]| / max(Σ_s |A[t, s]|, 1e-10), per row. (R, S) -> (R, S) float32, a new tensor."""
+def as_csr(edges: torch.Tensor | CSR) -> CSR:
+    """A CSR as it is; a dense (R, S) tensor converted (its non-zero entries)."""
+    return edges if isinstance(edges, CSR) else CSR.from_dense(edges)
+
+
+def normalized_abs(edges: torch.Tensor | CSR) -> torch.Tensor | CSR:
+    """Â[t, s] = |A[t, s]| / max(Σ_s |A[t, s]|, 1e-10), per row, as new values in the input's form.
+
+    CSR -> CSR of the same structure; a dense (R, S) tensor -> a dense (R, S) float32 tensor.
+    """
+    if isinstance(edges, CSR):
+        return edges.abs_normalized()
     if edges.dim() != 2:
         raise ValueError(f"edges must be 2-D (rows, sources), got shape {tuple(edges.shape)}")
     out = edges.detach().abs().to(torch.float32)  # a copy: abs() never aliases its input
@@ -36,19 +49,21 @@ def normalized_abs(edges: torch.Tensor) -> torch.Tensor:
 
 
 def propagate(
-    norm: torch.Tensor,
+    norm: CSR,
     row_nodes: torch.Tensor,
     n_nodes: int,
     weights: torch.Tensor,
     max_iterations: int = _MAX_ITERATIONS,
 ) -> torch.Tensor:
-    """wᵀ(Â + Â² + …) for an already row-normalized `norm` (R, S). Returns (n_nodes,) float32.
+    """wᵀ(Â + Â² + …) for an already row-normalized `norm` (R, S) CSR. Returns (n_nodes,) float32.
 
     v starts as w; each step sends the mass sitting on row nodes one edge back to their sources
-    (v_src = v[row_nodes] @ Â, scattered into node space). Mass on nodes without a row stops there.
-    The graph is a DAG, so v becomes exactly zero after at most R + 1 steps; if it does not, the
-    edges contain a cycle (or NaN) and we raise instead of looping.
+    (v_src = v[row_nodes] @ Â, one pass over the stored edges, scattered into node space). Mass
+    on nodes without a row stops there. The graph is a DAG, so v becomes exactly zero after at
+    most depth + 1 <= R + 1 steps; if it does not, the edges contain a cycle (or NaN) and we
+    raise instead of looping.
     """
+    norm = as_csr(norm)
     n_rows, n_src = norm.shape
     if row_nodes.shape != (n_rows,):
         raise ValueError(f"row_nodes has shape {tuple(row_nodes.shape)}, expected ({n_rows},)")
@@ -65,7 +80,7 @@ def propagate(
         if not bool(v_rows.any()):
             return influence
         v = torch.zeros(n_nodes, dtype=torch.float32)
-        v[:n_src] = v_rows @ norm  # (R,) @ (R, S) -> (S,)
+        v[:n_src] = norm.rmatvec(v_rows)  # (R,) @ (R, S) -> (S,)
         influence += v
     if not bool(v[rows].any()):
         return influence
@@ -76,7 +91,7 @@ def propagate(
 
 
 def node_influence(
-    edges: torch.Tensor,
+    edges: torch.Tensor | CSR,
     row_nodes: torch.Tensor,
     n_nodes: int,
     weights: torch.Tensor,
@@ -84,11 +99,12 @@ def node_influence(
 ) -> torch.Tensor:
     """I = wᵀ(Â + Â² + Â³ + …) on rectangular storage. Returns (n_nodes,) float32.
 
-    edges: (R, S) signed direct effects, row i is node row_nodes[i], column j is node j.
+    edges: (R, S) signed direct effects as a CSR (e.g. `graph.csr`) or a dense tensor; row i is
+    node row_nodes[i], column j is node j.
     weights: (n_nodes,) usually the logit probabilities (see `logit_weights`).
     Rows that are absent act as pure sources, so this works on partial graphs too.
     """
-    return propagate(normalized_abs(edges), row_nodes, n_nodes, weights, max_iterations)
+    return propagate(as_csr(edges).abs_normalized(), row_nodes, n_nodes, weights, max_iterations)
 
 
 def logit_weights(graph: Graph) -> torch.Tensor:
@@ -122,7 +138,7 @@ def graph_scores(graph: Graph) -> dict[str, float]:
     from .graph import EMBEDDING, ERROR
 
     w = logit_weights(graph)
-    norm = normalized_abs(graph.edges)  # (R, S)
+    norm = graph.csr.abs_normalized()  # (R, S) sparse
     influence = propagate(norm, graph.row_nodes, graph.n_nodes, w)
 
     emb = float(influence[graph.kind == EMBEDDING].sum())
@@ -130,9 +146,11 @@ def graph_scores(graph: Graph) -> dict[str, float]:
     replacement = emb / (emb + err) if emb + err > 0 else float("nan")
 
     rows = graph.row_nodes.to(torch.long)
-    is_error_col = graph.kind[: graph.n_sources] == ERROR  # (S,)
-    error_share = norm[:, is_error_col].sum(dim=1)  # (R,)
-    has_input = norm.sum(dim=1) > 0  # (R,) rows with any input
+    is_error = graph.kind == ERROR  # (N,)
+    error_share = torch.zeros(norm.n_rows)  # (R,) Σ of Â over each row's edges from error nodes
+    for start, end, r in norm.blocks():
+        error_share.index_add_(0, r, norm.values[start:end] * is_error[norm.sources[start:end]])
+    has_input = norm.row_sum(norm.values) > 0  # (R,) rows with any input
     mass = (influence[rows] + w[rows])[has_input]
     explained = ((1.0 - error_share[has_input]) * mass).sum()
     total = float(mass.sum())

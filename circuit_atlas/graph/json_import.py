@@ -22,6 +22,7 @@ import torch
 
 from .export import SOURCE_KEY, node_keys
 from .graph import EMBEDDING, ERROR, FEATURE, LOGIT, Graph
+from .sparse import CSR
 
 _OUTPUT_RE = re.compile(r'^.*output:?\s*"(.*)"\s*\(p\s*=\s*([-+0-9.eE]+)\)\s*$', re.IGNORECASE | re.DOTALL)
 _PROB_RE = re.compile(r"\(p\s*=\s*([-+0-9.eE]+)\)")
@@ -193,16 +194,20 @@ def from_circuit_tracer_json(source: str | os.PathLike | dict) -> Graph:
     row_list = sorted({t for t, _ in values})
     row_of = {t: r for r, t in enumerate(row_list)}
     n_sources = sum(k != LOGIT for k in kind)
-    edges = torch.zeros(len(row_list), n_sources, dtype=torch.float32)
-    if values:
-        weights = torch.tensor(list(values.values()), dtype=torch.float32)
-        edges[[row_of[t] for t, _ in values], [s for _, s in values]] = weights
+    edges = CSR.from_coo(
+        torch.tensor([row_of[t] for t, _ in values], dtype=torch.long),
+        torch.tensor([s for _, s in values], dtype=torch.long),
+        torch.tensor(list(values.values()), dtype=torch.float32),
+        len(row_list),
+        n_sources,
+    )
 
     graph = Graph(
         prompt=str(meta.get("prompt", "")), input_ids=input_ids, tokens=tokens, n_layers=n_layers,
         kind=torch.tensor(kind, dtype=torch.int8), layer=torch.tensor(layer, dtype=torch.long),
         position=torch.tensor(pos, dtype=torch.long), feature=torch.tensor(feature, dtype=torch.long),
-        activation=torch.tensor(activation, dtype=torch.float32), edges=edges,
+        activation=torch.tensor(activation, dtype=torch.float32),
+        edge_indptr=edges.indptr, edge_sources=edges.sources, edge_values=edges.values,
         row_nodes=torch.tensor(row_list, dtype=torch.long),
         logit_labels=[l for k, l in zip(kind, labels) if k == LOGIT],
     )  # fmt: skip

@@ -184,7 +184,7 @@ def load_circuit_tracer_pt(path: str | os.PathLike, tokenizer: Any = None) -> Gr
         position=torch.tensor(fp + [p for _, p in errors] + list(range(T)) + [T - 1] * K),
         feature=torch.tensor(ff + [-1] * len(errors) + ids + [t.vocab_idx for t in targets]),
         activation=torch.cat([acts[selected][order] if n_sel else torch.zeros(0), torch.zeros(len(errors) + T), probs]),
-        edges=adj[old[rows]][:, old[:n_src]].contiguous(),
+        edges=adj[old[rows]][:, old[:n_src]],  # circuit-tracer's file is dense already; stored sparse
         row_nodes=rows,
         logit_labels=[t.token_str for t in targets],
     )  # fmt: skip

@@ -1,6 +1,7 @@
 """Pruning: keep the nodes and edges that carry most of the influence on the logits.
 
-The recipe (circuit-tracer's, reimplemented on rectangular storage):
+The recipe (circuit-tracer's, reimplemented on sparse rectangular storage: every step is a pass
+over the graph's nnz stored edges, and the edge threshold sorts those nnz scores, never N²):
 
 1. Node influence I on the full graph. Keep nodes whose influence reaches the smallest prefix
    (by descending I) holding `node_threshold` of the total; embeddings and logits are always
@@ -20,12 +21,15 @@ import copy
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .graph import EMBEDDING, ERROR, FEATURE, LOGIT, Graph
-from .influence import logit_weights, normalized_abs, propagate
+from .influence import logit_weights, propagate
+from .sparse import CSR
 
 _EPS = 1e-10
+_BLOCK = 1 << 20  # entries per block of the running sums
 
 
 def check_threshold(value: float, name: str) -> float:
@@ -39,19 +43,38 @@ def find_threshold(scores: torch.Tensor, threshold: float) -> float:
     """Smallest score of the shortest descending prefix whose share of the total reaches `threshold`.
 
     Keeping {score >= returned value} keeps that prefix (plus ties). Returns +inf when there is
-    no mass at all (empty or all-zero scores), so that nothing is kept.
+    no mass at all (empty or all-zero scores), so that nothing is kept. Zero scores never change
+    the result (they add nothing to any prefix), so edge scores can be passed with their zeros.
+
+    Memory: one sorted copy of the scores (no index array, no full-length cumulative sum): the
+    float64 running sum is carried across blocks, which rounds exactly as one sequential
+    cumsum over the whole sorted array would.
     """
-    flat = scores.detach().flatten()
-    if flat.numel() == 0:
+    flat = scores.detach().flatten().cpu()
+    n = flat.numel()
+    if n == 0:
         return math.inf
-    ordered = torch.sort(flat, descending=True).values
-    cum = torch.cumsum(ordered, dim=0, dtype=torch.float64)  # float64 sum: no drift over millions of edges
-    total = float(cum[-1])
+    ordered = np.sort(flat.numpy())[::-1]  # descending view of one ascending copy
+
+    def running_sums():  # (start, cum) per block; cum[k] = Σ ordered[: start + k + 1] in float64
+        running = 0.0
+        for start in range(0, n, _BLOCK):
+            block = ordered[start : start + _BLOCK].astype(np.float64)
+            cum = np.cumsum(np.concatenate(([running], block)))[1:]
+            running = float(cum[-1])
+            yield start, cum
+
+    total = 0.0
+    for _, cum in running_sums():
+        total = float(cum[-1])
     if not total > 0:
         return math.inf
-    share = cum / total  # ends at exactly 1.0
-    i = int(torch.searchsorted(share, torch.tensor([threshold], dtype=torch.float64)).item())
-    return float(ordered[min(i, ordered.numel() - 1)])
+    for start, cum in running_sums():
+        share = cum / total  # ends at exactly 1.0
+        k = int(np.searchsorted(share, threshold, side="left"))
+        if k < share.shape[0]:
+            return float(ordered[start + k])
+    return float(ordered[n - 1])
 
 
 def cumulative_influence(influence: torch.Tensor, total: float | None = None) -> torch.Tensor:
@@ -77,7 +100,7 @@ class PruneResult:
     """Masks over the input graph, and its influence scores."""
 
     node_mask: torch.Tensor  # (N,) bool
-    edge_mask: torch.Tensor  # (R, S) bool, same layout as graph.edges
+    edge_mask: torch.Tensor  # (nnz,) bool, one per stored edge of the graph (graph.edge_values order)
     influence: torch.Tensor  # (N,) float32 raw influence on the unpruned graph
     cumulative: torch.Tensor  # (N,) float32 cumulative influence score (see cumulative_influence)
 
@@ -86,53 +109,48 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     """Compute which nodes and edges survive pruning (see the module docstring), without copying the graph."""
     node_threshold = check_threshold(node_threshold, "node_threshold")
     edge_threshold = check_threshold(edge_threshold, "edge_threshold")
-    N, S = graph.n_nodes, graph.n_sources
+    N = graph.n_nodes
     rows = graph.row_nodes.to(torch.long)  # (R,)
     kind = graph.kind
     w = logit_weights(graph)  # (N,)
 
     # 1. node influence on the full graph, node mask
-    norm = normalized_abs(graph.edges)  # (R, S); reused in place below to save an (R, S) copy
+    norm = graph.csr.abs_normalized()  # (R, S) sparse; its values are reused in place below
+    sources = norm.sources  # (nnz,) int32 source node of each edge
+    targets = graph.row_nodes.to(sources.dtype)[norm.row_ids()]  # (nnz,) int32 target node of each edge
     influence = propagate(norm, rows, N, w)
     node_mask = influence >= find_threshold(influence, node_threshold)
     node_mask |= (kind == EMBEDDING) | (kind == LOGIT)
 
-    # 2. P̂: drop dead rows and columns, then renormalize (normalizing Â again equals normalizing |P|)
-    norm[(~node_mask[rows]).nonzero().squeeze(1)] = 0
-    norm *= node_mask[:S].to(norm.dtype)  # zero dead columns (a broadcast multiply beats boolean indexing)
-    norm /= norm.sum(dim=1, keepdim=True).clamp_min(_EPS)
+    # 2. P̂: drop edges of dead rows and from dead sources, then renormalize
+    # (normalizing Â again equals normalizing |P|)
+    values = norm.values
+    values.masked_fill_(~(node_mask[targets] & node_mask[sources]), 0.0)
+    norm.scale_rows_(norm.row_sum(values).clamp_min(_EPS), divide=True)
     pruned_influence = propagate(norm, rows, N, w)
 
-    # 3. edge scores E = P̂ · (I_P[t] + w[t]) in place; threshold over the non-zero scores only
-    norm *= (pruned_influence[rows] + w[rows]).unsqueeze(1)
-    edge_mask = norm >= find_threshold(norm[norm > 0], edge_threshold)  # (R, S)
-    del norm
+    # 3. edge scores E = P̂ · (I_P[t] + w[t]) in place; the threshold counts the non-zero scores only
+    norm.scale_rows_(pruned_influence[rows] + w[rows])
+    edge_mask = values >= find_threshold(values, edge_threshold)  # (nnz,); zeros never reach the cut
+    del norm, values
 
-    # 4. iterate to a fixed point. Scores of dead rows/columns are 0, so edge_mask already avoids them.
-    # Keep per-node counts of kept edges and only touch the rows/columns of nodes that die.
-    row_of = torch.full((N,), -1, dtype=torch.long)
-    row_of[rows] = torch.arange(rows.numel())
-    needs_out = torch.zeros(N, dtype=torch.bool)
-    needs_out[:S] = ((kind == FEATURE) | (kind == ERROR))[:S]
-    needs_in = (kind == FEATURE) & (row_of >= 0)  # rowless features: inputs unknown, not absent
-    out_count = torch.zeros(N, dtype=torch.long)
-    out_count[:S] = edge_mask.sum(dim=0)
-    in_count = torch.zeros(N, dtype=torch.long)
-    in_count[rows] = edge_mask.sum(dim=1)
+    # 4. iterate to a fixed point. Scores of dead rows/sources are 0, so edge_mask already avoids them.
+    # Keep per-node counts of kept edges and only subtract the edges of nodes that die.
+    needs_out = (kind == FEATURE) | (kind == ERROR)
+    has_row = torch.zeros(N, dtype=torch.bool)
+    has_row[rows] = True
+    needs_in = (kind == FEATURE) & has_row  # rowless features: inputs unknown, not absent
+    out_count = torch.bincount(sources[edge_mask], minlength=N)
+    in_count = torch.bincount(targets[edge_mask], minlength=N)
     while True:
         dead = node_mask & ((needs_in & (in_count == 0)) | (needs_out & (out_count == 0)))
         if not bool(dead.any()):
             break
         node_mask &= ~dead
-        dead_rows = row_of[dead]
-        dead_rows = dead_rows[dead_rows >= 0]
-        if dead_rows.numel():
-            out_count[:S] -= edge_mask[dead_rows].sum(dim=0)
-            edge_mask[dead_rows] = False
-        dead_cols = dead[:S].nonzero().squeeze(1)
-        if dead_cols.numel():
-            in_count[rows] -= edge_mask[:, dead_cols].sum(dim=1)
-            edge_mask[:, dead_cols] = False
+        cut = edge_mask & (dead[targets] | dead[sources])  # (nnz,) kept edges touching a dying node
+        out_count -= torch.bincount(sources[cut], minlength=N)
+        in_count -= torch.bincount(targets[cut], minlength=N)
+        edge_mask &= ~cut
     return PruneResult(node_mask, edge_mask, influence, cumulative_influence(influence))
 
 
@@ -142,7 +160,7 @@ def subset_graph(
     edge_mask: torch.Tensor | None = None,
     influence: torch.Tensor | None = None,
 ) -> Graph:
-    """A new Graph with only the nodes in `node_mask` (N,), same order; edges outside `edge_mask` (R, S) zeroed.
+    """A new Graph with only the nodes in `node_mask` (N,), same order, and the edges in `edge_mask` (nnz,).
 
     Rows are kept for surviving row nodes; `influence` (N,), if given, is subset into the result.
     Metadata is deep-copied (a `targets` list aligned with the logits is subset with them).
@@ -151,15 +169,23 @@ def subset_graph(
     if node_mask.shape != (N,):
         raise ValueError(f"node_mask has shape {tuple(node_mask.shape)}, expected ({N},)")
     keep = node_mask.nonzero().squeeze(1)  # (N',) kept node indices, ascending
-    keep_src = keep[keep < S]  # kept source columns (every non-logit node precedes the logits)
     rows = graph.row_nodes.to(torch.long)
     keep_rows = node_mask[rows].nonzero().squeeze(1)  # (R',) indices into the rows
-
-    edges = graph.edges[keep_rows][:, keep_src].clone()  # (R', S')
-    if edge_mask is not None:
-        edges.masked_fill_(~edge_mask[keep_rows][:, keep_src], 0.0)
     remap = torch.full((N,), -1, dtype=torch.long)
     remap[keep] = torch.arange(keep.numel())
+
+    csr = graph.csr
+    keep_edge = node_mask[rows][csr.row_ids()] & node_mask[csr.sources]  # (nnz,)
+    if edge_mask is not None:
+        if edge_mask.shape != (graph.n_edges,):
+            raise ValueError(f"edge_mask has shape {tuple(edge_mask.shape)}, expected ({graph.n_edges},)")
+        keep_edge &= edge_mask
+    kept = csr.mask_entries(keep_edge)  # rows of dropped nodes are now empty: drop them from indptr only
+    indptr = torch.zeros(keep_rows.numel() + 1, dtype=kept.indptr.dtype)
+    torch.cumsum(kept.row_counts()[keep_rows], dim=0, out=indptr[1:])
+    # every non-logit node precedes the logits, so the kept sources are the first S' kept nodes
+    sources = remap.to(kept.sources.dtype)[kept.sources]
+    edges = CSR(indptr, sources, kept.values, int((keep < S).sum()))
 
     is_logit = graph.kind == LOGIT
     logit_keep = node_mask[is_logit].tolist()  # (K,) which logits survive, in target order
@@ -179,7 +205,9 @@ def subset_graph(
         position=graph.position[keep].clone(),
         feature=graph.feature[keep].clone(),
         activation=graph.activation[keep].clone(),
-        edges=edges,
+        edge_indptr=edges.indptr,
+        edge_sources=edges.sources,
+        edge_values=edges.values,
         row_nodes=remap[rows[keep_rows]],
         logit_labels=labels,
         metadata=metadata,

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from difflib import SequenceMatcher
 from itertools import pairwise
 
+import torch
+
 from ..features.describe import decoder_logits
 from ..graph.graph import FEATURE, Graph
 from .spec import Feature, Intervention, Supernode, scale_by, set_to
@@ -135,7 +137,13 @@ def link_weight(graph: Graph, sources, targets) -> float:
     src, tgt = indices(sources), indices(targets)
     if not src or not tgt:
         return 0.0
-    return float(graph.adjacency[tgt][:, src].sum())
+    # Σ over stored edges of weight x (times target listed) x (times source listed): the sum of
+    # adjacency[tgt][:, src] without the dense N x N matrix
+    t_count = torch.bincount(torch.tensor(tgt), minlength=graph.n_nodes).double()
+    s_count = torch.bincount(torch.tensor(src), minlength=graph.n_nodes).double()
+    targets_of_edges = graph.row_nodes.long()[graph.csr.row_ids().long()]
+    weight = graph.edge_values.double() * t_count[targets_of_edges] * s_count[graph.edge_sources.long()]
+    return float(weight.sum())
 
 
 def without(a: FeatureSet, *others: FeatureSet) -> FeatureSet:
@@ -241,6 +249,6 @@ def favouring(model, prompt: str, good: str | int, bad: str | int) -> FeatureSet
     from ..graph.graph import LOGIT
 
     graph = attribute(model, prompt, targets=[LogitDiff(good, bad)], progress=False)
-    row = graph.adjacency[int((graph.kind == LOGIT).nonzero()[0, 0])]
+    row = graph.dense_rows([graph.row_of(int((graph.kind == LOGIT).nonzero()[0, 0]))])[0]  # (n_sources,)
     index = {node: i for i, node in enumerate(graph.ids)}
     return {f: v for f, v in graph_features(graph).items() if row[index[f.id]] > 0}

@@ -27,7 +27,7 @@ def test_custom_targets_rows_are_linear_combinations(model):
     """A LogitDiff row equals the difference of the two token rows (the map is linear)."""
     g = attribute(model, "the capital of", targets=["Dallas", "Austin", LogitDiff("Dallas", "Austin")],
                   progress=False)  # fmt: skip
-    rows = g.edges[-3:]
+    rows = g.dense_rows(range(g.n_rows - 3, g.n_rows))
     assert torch.allclose(rows[0] - rows[1], rows[2], atol=1e-5)
     assert g.feature[-1] == model.vocab_size + 2 and g.logit_labels[-1] == "Dallas - Austin"
 

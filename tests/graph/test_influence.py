@@ -33,7 +33,7 @@ DAG_INFLUENCE = [0.225, 0.25, 0.3, 0.0, 0.075, 0.0, 0.15, 0.05625, 0.23125, 0.28
 
 
 def test_node_influence_hand_dag(dag):
-    I = node_influence(dag.edges, dag.row_nodes, dag.n_nodes, logit_weights(dag))
+    I = node_influence(dag.csr, dag.row_nodes, dag.n_nodes, logit_weights(dag))
     assert I.shape == (12,) and I.dtype == torch.float32
     assert I.tolist() == pytest.approx(DAG_INFLUENCE, abs=1e-6)
 
@@ -41,7 +41,7 @@ def test_node_influence_hand_dag(dag):
 def test_absent_rows_act_as_pure_sources(dag):
     # only the logit rows were computed: influence stops after one step
     keep = torch.tensor([3, 4])  # rows of L0, L1
-    I = node_influence(dag.edges[keep], dag.row_nodes[keep], dag.n_nodes, logit_weights(dag))
+    I = node_influence(dag.csr.take_rows(keep), dag.row_nodes[keep], dag.n_nodes, logit_weights(dag))
     expected = [0.15, 0.1, 0.3, 0.0, 0.0, 0.0, 0.15, 0.0, 0.0, 0.1, 0.0, 0.0]
     assert I.tolist() == pytest.approx(expected, abs=1e-6)
 
@@ -71,9 +71,9 @@ def test_cycle_raises_naming_the_cap():
 
 def test_bad_shapes_raise_value_error(dag):
     with pytest.raises(ValueError, match="weights"):
-        node_influence(dag.edges, dag.row_nodes, dag.n_nodes, torch.zeros(3))
+        node_influence(dag.csr, dag.row_nodes, dag.n_nodes, torch.zeros(3))
     with pytest.raises(ValueError, match="row_nodes"):
-        node_influence(dag.edges, dag.row_nodes[:2], dag.n_nodes, logit_weights(dag))
+        node_influence(dag.csr, dag.row_nodes[:2], dag.n_nodes, logit_weights(dag))
 
 
 def test_scores_hand_dag(dag):

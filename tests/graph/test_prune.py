@@ -6,6 +6,28 @@ import torch
 from circuit_atlas.graph.prune import cumulative_influence, find_threshold, prune_graph, prune_masks
 
 
+def _sorted_threshold(scores, threshold):
+    """The plain definition: sort, one float64 cumsum, first index whose share reaches the threshold."""
+    ordered = torch.sort(scores, descending=True).values
+    cum = torch.cumsum(ordered, 0, dtype=torch.float64)
+    if not float(cum[-1]) > 0:
+        return math.inf
+    i = int(torch.searchsorted(cum / cum[-1], torch.tensor([threshold], dtype=torch.float64)))
+    return float(ordered[min(i, len(ordered) - 1)])
+
+
+@pytest.mark.parametrize("block", [1 << 20, 7, 1])
+def test_find_threshold_in_blocks_equals_the_sorted_definition(monkeypatch, block):
+    import circuit_atlas.graph.prune as prune
+
+    monkeypatch.setattr(prune, "_BLOCK", block)
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(1000, generator=gen) ** 4 * (torch.rand(1000, generator=gen) < 0.7)
+    for threshold in (0.1, 0.5, 0.8, 0.98, 0.999999, 1.0):
+        assert find_threshold(scores, threshold) == _sorted_threshold(scores, threshold), threshold
+    assert find_threshold(scores, 0.5) == find_threshold(scores[scores > 0], 0.5)  # zeros change nothing
+
+
 def test_find_threshold():
     scores = torch.tensor([1.0, 4.0, 2.0, 3.0])  # sorted 4 3 2 1, shares .4 .7 .9 1.0
     assert find_threshold(scores, 0.4) == 4.0
