@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,32 @@ def check_output_path(path: Path) -> None:
             f"refusing to write transcoders to {path}: the directory is not empty and holds no transcoder set; "
             "choose another path or empty it"
         )
+
+
+def describe_existing_set(path: Path) -> str | None:
+    """What a finished transcoder set at `path` is, in a few words (None if there is none)."""
+    if not path.is_dir() or not any(path.iterdir()):
+        return None
+    if not (path / MANIFEST).exists():
+        return f"a transcoder set ({CONFIG}, circuit-tracer layout)" if (path / CONFIG).exists() else None
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return f"a transcoder set whose {MANIFEST} cannot be read"
+    widths = sorted(set(manifest.get("widths") or []))
+    parts = [f"{manifest.get('kind', '?')} {manifest.get('activation', '?')}, {manifest.get('n_layers', '?')} layers"
+             + (f" x {widths[0]} features" if len(widths) == 1 else "")]  # fmt: skip
+    model = (manifest.get("metadata") or {}).get("model")
+    if model:
+        parts.append(f"for {model}")
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+        parts.append(f"FVU {metrics['fvu_mean']:.3f}, L0 {metrics['l0_mean']:.1f}")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime((path / MANIFEST).stat().st_mtime))
+    parts.append(f"written {stamp}")
+    return "a transcoder set (" + ", ".join(parts) + ")"
 
 
 def save_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,

@@ -54,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-data", default=None, help="held-out text for the metrics [the tail of --data]")
     p.add_argument("--checkpoint-dir", default=None, help="where checkpoints go [<out>.checkpoint]")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint (its settings must match)")
+    p.add_argument("--force", action="store_true", help="replace a transcoder set already at --out")
     p.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and exit after this step")
     p.add_argument("--device", default=None, help="torch device [cpu; cuda:LOCAL_RANK under torchrun]")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -87,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         hf_logging.disable_progress_bar()
     result = train_transcoders(
         args.model, args.data, args.out, config_from_args(args), eval_data=args.eval_data,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_step=args.stop_at_step,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume, force=args.force, stop_at_step=args.stop_at_step,
         progress=not args.no_progress, device=args.device,
     )  # fmt: skip
     if result.path is not None:

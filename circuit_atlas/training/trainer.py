@@ -40,6 +40,7 @@ from .checkpoint import (
     STATE_JSON,
     check_compatible,
     check_output_path,
+    describe_existing_set,
     load_checkpoint,
     restore,
     save_checkpoint,
@@ -214,6 +215,7 @@ def train_transcoders(
     eval_data=None,
     checkpoint_dir=None,
     resume: bool = False,
+    force: bool = False,
     stop_at_step: int | None = None,
     progress: bool = True,
     device: torch.device | str | None = None,
@@ -224,7 +226,9 @@ def train_transcoders(
     .jsonl file or a directory of them (without eval_data the tail of data is held out).
     checkpoint_dir: where checkpoints go [<out>.checkpoint]; it is deleted once `out` is written.
     resume: continue from the checkpoint there (ValueError if it does not match this run); without
-    it an existing checkpoint is an error. stop_at_step: checkpoint and return after that step.
+    it an existing checkpoint is an error. force: replace a transcoder set already at `out` (without
+    it that is an error, unless `resume` continues the checkpoint of the run that will replace it).
+    stop_at_step: checkpoint and return after that step.
     Raises ValueError / FileNotFoundError for bad input before anything is written.
     """
     start = time.perf_counter()
@@ -236,6 +240,15 @@ def train_transcoders(
         raise ValueError(
             f"a training checkpoint exists at {ckpt_path}: pass resume=True (--resume) to continue it, "
             "or delete it to start over"
+        )
+    existing = describe_existing_set(out)
+    if existing and not force and not (resume and has_ckpt):
+        finished = (
+            f"there is no checkpoint at {ckpt_path} to resume (the run that wrote it finished); " if resume else ""
+        )
+        raise ValueError(
+            f"{out} already holds {existing}: {finished}pass force=True (--force) to replace it, "
+            "or choose another output path"
         )
     if stop_at_step is not None and stop_at_step < 1:
         raise ValueError(f"stop_at_step must be at least 1, got {stop_at_step}")

@@ -29,3 +29,19 @@ def test_bad_input_is_one_error_line(tmp_path, model_dir, capsys):
                  "--target-l0", "8"])  # fmt: skip
     assert code == 2 and "cannot be reached with width 4" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_out_is_refused_without_force(tmp_path, model_dir, data_file, capsys):
+    out = tmp_path / "out"
+    flags = ["--model", str(model_dir), "--data", str(data_file), "--out", str(out), "--no-progress", "--steps", "2",
+             "--width", "48", "--batch-tokens", "256", "--seq-len", "16", "--eval-tokens", "256"]  # fmt: skip
+    assert main(flags) == 0
+    capsys.readouterr()
+    before = (out / "layer_0.safetensors").read_bytes()
+    assert main(flags + ["--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{out} already holds a transcoder set (plt jumprelu, 3 layers x 48 features" in err
+    assert "FVU" in err and "--force" in err
+    assert (out / "layer_0.safetensors").read_bytes() == before
+    assert main(flags + ["--seed", "1", "--force"]) == 0
+    assert (out / "layer_0.safetensors").read_bytes() != before

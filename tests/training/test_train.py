@@ -81,9 +81,9 @@ def test_a_failed_run_leaves_the_previous_set_in_place(small_config, model_dir, 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
     with pytest.raises(ValueError, match="empty"):
-        train_transcoders(model_dir, empty, out, small_config(steps=2), progress=False)
+        train_transcoders(model_dir, empty, out, small_config(steps=2), force=True, progress=False)
     with pytest.raises(ValueError, match="k = 64 .* width 48"):
-        train_transcoders(model_dir, data_file, out, small_config(activation="topk", k=64), progress=False)
+        train_transcoders(model_dir, data_file, out, small_config(activation="topk", k=64), force=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tc", "empty.txt"])  # no staging left over
 
@@ -92,3 +92,25 @@ def test_default_width_is_checked_against_the_model(model_dir, data_file, tmp_pa
     cfg = TrainConfig(target_l0=300, steps=1, batch_tokens=256, seq_len=16)  # width 8 * 32 = 256
     with pytest.raises(ValueError, match="target_l0 = 300 cannot be reached with width 256"):
         train_transcoders(model_dir, data_file, tmp_path / "tc", cfg, progress=False)
+
+
+def test_an_existing_set_is_replaced_only_with_force_or_by_its_own_resumed_run(small_config, model_dir, data_file,
+                                                                                tmp_path):  # fmt: skip
+    out = tmp_path / "tc"
+    train_transcoders(model_dir, data_file, out, small_config(steps=2), progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(
+        ValueError, match=r"already holds a transcoder set \(plt jumprelu, 3 layers x 48 features.*--force"
+    ):
+        train_transcoders(model_dir, data_file, out, small_config(steps=2, seed=1), progress=False)
+    # --resume without a checkpoint would start afresh: the set there is from a finished run
+    with pytest.raises(ValueError, match="no checkpoint at .* to resume .*--force"):
+        train_transcoders(model_dir, data_file, out, small_config(steps=2, seed=1), resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a resumed run continues the run that replaces it
+    train_transcoders(model_dir, data_file, out, small_config(steps=4), stop_at_step=2, force=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not written yet
+    train_transcoders(model_dir, data_file, out, small_config(steps=4), resume=True, progress=False)
+    assert load_transcoders(out).metadata["steps"] == 4
+    train_transcoders(model_dir, data_file, out, small_config(steps=2), force=True, progress=False)
+    assert load_transcoders(out).metadata["steps"] == 2
