@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..transcoders.formats import CONFIG, MANIFEST
-from ..transcoders.io import swap_into_place
+from ..transcoders.io import ordinary_mode, swap_into_place
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "circuit-atlas-training-checkpoint"
@@ -108,9 +108,11 @@ def save_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.writing-", dir=path.parent))
     try:
         save_file(tensors, str(tmp / STATE_TENSORS))
+        os.chmod(tmp / STATE_TENSORS, ordinary_mode())
         _fsync(tmp / STATE_TENSORS)
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
         _fsync(tmp / STATE_JSON)
+        os.chmod(tmp, ordinary_mode(directory=True))
         swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -114,3 +114,27 @@ def test_an_existing_set_is_replaced_only_with_force_or_by_its_own_resumed_run(s
     assert load_transcoders(out).metadata["steps"] == 4
     train_transcoders(model_dir, data_file, out, small_config(steps=2), force=True, progress=False)
     assert load_transcoders(out).metadata["steps"] == 2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_ordinary_permissions_of_the_umask(umask, small_config, model_dir, data_file, tmp_path):
+    """Like the JSON beside them: safetensors (0600) and mkdtemp (0700) alone would make them private."""
+    import os
+    import stat
+
+    def modes(root):
+        return {p.name: stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+
+    old = os.umask(umask)
+    try:
+        out = tmp_path / "tc"
+        train_transcoders(model_dir, data_file, out, small_config(steps=4), stop_at_step=2, progress=False)
+        ckpt = modes(tmp_path / "tc.checkpoint")
+        train_transcoders(model_dir, data_file, out, small_config(steps=4), resume=True, progress=False)
+        final = modes(out)
+    finally:
+        os.umask(old)
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    assert ckpt == {"tc.checkpoint": dir_mode, "state.json": file_mode, "state.safetensors": file_mode}
+    assert final == {"tc": dir_mode, **{name: file_mode for name in final if name != "tc"}}
+    assert "layer_0.safetensors" in final and "metrics.json" in final
