@@ -17,8 +17,10 @@ import os
 import sys
 import textwrap
 from functools import cache
+from pathlib import Path
 
 from ..transcoders.transcoder import INPUT_HOOKS, OUTPUT_HOOKS
+from .checkpoint import STATE_JSON
 from .config import KINDS, TRAIN_ACTIVATIONS, TrainConfig
 
 SUMMARY_KEYS = ("fvu_mean", "l0_mean", "dead_fraction_mean", "top1_agreement", "kl", "train_seconds")
@@ -80,24 +82,46 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import train_transcoders
+    from .trainer import default_checkpoint_dir, train_transcoders
 
     if args.no_progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    result = train_transcoders(
-        args.model, args.data, args.out, config_from_args(args), eval_data=args.eval_data,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, force=args.force, stop_at_step=args.stop_at_step,
-        progress=not args.no_progress, device=args.device,
-    )  # fmt: skip
+    config = config_from_args(args)
+    try:
+        result = train_transcoders(
+            args.model, args.data, args.out, config, eval_data=args.eval_data,
+            checkpoint_dir=args.checkpoint_dir, resume=args.resume, force=args.force, stop_at_step=args.stop_at_step,
+            progress=not args.no_progress, device=args.device,
+        )  # fmt: skip
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training steps
+        ckpt = Path(args.checkpoint_dir or default_checkpoint_dir(Path(args.out).expanduser()))
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"circuit-atlas: interrupted; {_checkpoint_note(ckpt)}", file=sys.stderr)
+        return 130
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if result.interrupted:
+        if rank0:
+            print(f"circuit-atlas: interrupted at step {result.step} of {config.steps}; checkpoint saved to "
+                  f"{result.checkpoint}: run the same command with --resume to continue", file=sys.stderr)  # fmt: skip
+        return 130
     if result.path is not None:
         summary = {k: round(result.metrics[k], 4) for k in SUMMARY_KEYS if k in result.metrics}
         print(json.dumps(summary))
         print(f"transcoders written to {result.path} ({result.seconds:.1f} s)")
-    elif int(os.environ.get("RANK", "0")) == 0:
+    elif rank0:
         print(f"stopped at step {result.step}; continue with --resume")
     return 0
+
+
+def _checkpoint_note(ckpt: Path) -> str:
+    """What an interrupted run leaves behind, and how to go on."""
+    try:
+        step = json.loads((ckpt / STATE_JSON).read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "nothing was saved (no checkpoint had been written yet)"
+    return f"the checkpoint at {ckpt} (step {step}) is kept: run the same command with --resume to continue from it"
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:

@@ -48,6 +48,7 @@ from .checkpoint import (
 from .coder import TrainableTranscoders
 from .config import TrainConfig
 from .data import TokenData, read_documents, trim_padding
+from .interrupt import StopOnInterrupt
 from .metrics import SKIP_POSITIONS, evaluate
 from .sparse import batchtopk_threshold
 
@@ -64,6 +65,8 @@ class TrainResult:
     metrics: dict | None
     step: int
     seconds: float
+    interrupted: bool = False  # stopped by Ctrl-C (a checkpoint at `step` was written)
+    checkpoint: Path | None = None  # where the checkpoint of an unfinished run is
 
 
 # --- setup -------------------------------------------------------------------------------------
@@ -260,9 +263,9 @@ def train_transcoders(
     try:
         run = _setup(model, data, eval_data, config, device, rank, world, ckpt_path)
         _start(run, resume and has_ckpt)
-        train_seconds, tokens = _loop(run, stop_at_step, progress)
-        if run.step < run.cfg.steps or rank != 0:
-            return TrainResult(None, None, run.step, time.perf_counter() - start)
+        train_seconds, tokens, interrupted = _loop(run, stop_at_step, progress)
+        if interrupted or run.step < run.cfg.steps or rank != 0:
+            return TrainResult(None, None, run.step, time.perf_counter() - start, interrupted, ckpt_path)
         metrics = _finish(run, out, train_seconds, tokens)
         return TrainResult(out, metrics, run.step, time.perf_counter() - start)
     finally:
@@ -321,47 +324,51 @@ def _start(run: _Run, resume: bool) -> None:
     run.coder.to(run.device)
 
 
-def _loop(run: _Run, stop_at_step: int | None, progress: bool) -> tuple[float, int]:
-    """Phase 3: the training steps. Returns (seconds, tokens trained on by all processes)."""
+def _loop(run: _Run, stop_at_step: int | None, progress: bool) -> tuple[float, int, bool]:
+    """Phase 3: the training steps. Returns (seconds, tokens trained on by all processes, whether
+    Ctrl-C stopped it). Ctrl-C (on any process) ends the step under way, checkpoints and stops."""
     cfg, coder, optimizer, B = run.cfg, run.coder, run.optimizer, run.cfg.sequences_per_batch
     trainable = nn.parallel.DistributedDataParallel(coder) if run.world > 1 else coder
+    log.info("loop: from step %d to %d", run.step, cfg.steps)
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress or run.rank != 0,
                desc=f"train {cfg.kind}", dynamic_ncols=True)  # fmt: skip
-    t0, tokens = time.perf_counter(), 0
-    while run.step < cfg.steps:
-        step = run.step
-        x, y = activations(run.hf_model, run.arch, cfg, run.data.batch(step, B, run.rank, run.world))
-        n_tokens = run.data.batch_token_count(step, B, SKIP_POSITIONS)  # global: DDP-exact normalisation
-        tokens += n_tokens
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        lam = torch.tensor(run.lam, device=run.device) * sparsity_ramp(cfg, step)
-        stats = trainable(x, y, lam, n_tokens / run.world)
-        optimizer.zero_grad(set_to_none=True)
-        stats.loss.backward()
-        optimizer.step()
-        l0 = stats.l0.detach().clone()  # (L,)
-        if run.world > 1:
-            dist.all_reduce(l0)
-            l0 = l0 / run.world
-        run.lam = update_lambda(cfg, run.lam, step, l0.tolist())
-        run.step += 1
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{stats.loss.item():.4f}", fvu=f"{stats.fvu.mean().item():.3f}", l0=f"{l0.mean().item():.1f}"
-        )
-        stopping = stop_at_step is not None and stop_at_step <= run.step < cfg.steps
-        due = cfg.checkpoint_every and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps)
-        if run.rank == 0 and (stopping or due):
-            save_checkpoint(run.ckpt_path, coder, optimizer, run.step, run.lam, cfg, run.identity)
-        if stopping:
-            break
+    t0, tokens, first, interrupted = time.perf_counter(), 0, run.step, False
+    with StopOnInterrupt() as interrupt:
+        while run.step < cfg.steps:
+            step = run.step
+            x, y = activations(run.hf_model, run.arch, cfg, run.data.batch(step, B, run.rank, run.world))
+            n_tokens = run.data.batch_token_count(step, B, SKIP_POSITIONS)  # global: DDP-exact normalisation
+            tokens += n_tokens
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            lam = torch.tensor(run.lam, device=run.device) * sparsity_ramp(cfg, step)
+            stats = trainable(x, y, lam, n_tokens / run.world)
+            optimizer.zero_grad(set_to_none=True)
+            stats.loss.backward()
+            optimizer.step()
+            # (L + 1,): the layers' L0 and whether Ctrl-C was pressed, agreed on by all processes
+            shared = torch.cat([stats.l0.detach(), torch.tensor([float(interrupt.requested)], device=run.device)])
+            if run.world > 1:
+                dist.all_reduce(shared)
+                shared = shared / run.world
+            l0, interrupted = shared[:-1], bool(shared[-1] > 0)
+            run.lam = update_lambda(cfg, run.lam, step, l0.tolist())
+            run.step += 1
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{stats.loss.item():.4f}", fvu=f"{stats.fvu.mean().item():.3f}", l0=f"{l0.mean().item():.1f}"
+            )
+            stopping = interrupted or (stop_at_step is not None and stop_at_step <= run.step < cfg.steps)
+            due = cfg.checkpoint_every and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps)
+            if run.rank == 0 and (stopping or due):
+                save_checkpoint(run.ckpt_path, coder, optimizer, run.step, run.lam, cfg, run.identity)
+            if stopping:
+                break
     bar.close()
     seconds = time.perf_counter() - t0
-    log.info(
-        "loop: %d steps, %d tokens (%.1f s, %.0f tokens/s)", cfg.steps, tokens, seconds, tokens / max(seconds, 1e-9)
-    )
-    return seconds, tokens
+    log.info("loop: %d steps, %d tokens (%.1f s, %.0f tokens/s)", run.step - first, tokens, seconds,
+             tokens / max(seconds, 1e-9))  # fmt: skip
+    return seconds, tokens, interrupted
 
 
 def _finish(run: _Run, out: Path, train_seconds: float, tokens: int) -> dict:
