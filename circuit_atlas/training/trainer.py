@@ -8,7 +8,10 @@
    compute the loss of every layer jointly (coder.py), Adam step; DDP averages the gradients
    across processes. Checkpoint every `checkpoint_every` steps.
 4. Finish (rank 0): BatchTopK thresholds are calibrated, the set is exported in raw units,
-   evaluated on the held-out text (metrics.py), and written with metrics.json in one atomic swap.
+   evaluated on the held-out text (metrics.py), and written with metrics.json in one atomic swap;
+   each way the result is poor (metrics.quality_warnings) is a TrainingQualityWarning and a line
+   of metrics["warnings"].
+3b. Ctrl-C (interrupt.py): the step under way finishes, a checkpoint is written, the run returns.
 
 Data parallelism: every process draws the same global batch (a function of seed and step) and
 keeps its rank's contiguous share; each loss is the mean over its share, and DDP averages the
@@ -25,6 +28,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +53,7 @@ from .coder import TrainableTranscoders
 from .config import TrainConfig
 from .data import TokenData, read_documents, trim_padding
 from .interrupt import StopOnInterrupt
-from .metrics import SKIP_POSITIONS, evaluate
+from .metrics import SKIP_POSITIONS, TrainingQualityWarning, evaluate, quality_warnings
 from .sparse import batchtopk_threshold
 
 log = logging.getLogger(__name__)
@@ -387,8 +391,11 @@ def _finish(run: _Run, out: Path, train_seconds: float, tokens: int) -> dict:
         "train_seconds": train_seconds, "train_tokens_per_second": tokens / max(train_seconds, 1e-9),
         "eval_seconds": time.perf_counter() - t0,
     })  # fmt: skip
+    metrics["warnings"] = quality_warnings(metrics, cfg)
     write_output(tc, metrics, out)
     shutil.rmtree(run.ckpt_path, ignore_errors=True)
+    for text in metrics["warnings"]:
+        warnings.warn(f"{out}: {text}", TrainingQualityWarning, stacklevel=3)
     log.info("finish: wrote %s (FVU %.3f, L0 %.1f, top-1 %.3f; %.1f s)", out, metrics.get("fvu_mean", float("nan")),
              metrics.get("l0_mean", 0), metrics.get("top1_agreement", float("nan")), time.perf_counter() - t0)  # fmt: skip
     return metrics

@@ -1,6 +1,7 @@
 """End-to-end training on a tiny model: it learns, it loads, it resumes exactly, it refuses mismatches."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,7 +84,9 @@ def test_a_failed_run_leaves_the_previous_set_in_place(small_config, model_dir, 
     with pytest.raises(ValueError, match="empty"):
         train_transcoders(model_dir, empty, out, small_config(steps=2), force=True, progress=False)
     with pytest.raises(ValueError, match="k = 64 .* width 48"):
-        train_transcoders(model_dir, data_file, out, small_config(activation="topk", k=64), force=True, progress=False)
+        train_transcoders(
+            model_dir, data_file, out, small_config(activation="topk", k=64, target_l0=None), force=True, progress=False
+        )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tc", "empty.txt"])  # no staging left over
 
@@ -138,3 +141,26 @@ def test_written_files_get_the_ordinary_permissions_of_the_umask(umask, small_co
     assert ckpt == {"tc.checkpoint": dir_mode, "state.json": file_mode, "state.safetensors": file_mode}
     assert final == {"tc": dir_mode, **{name: file_mode for name in final if name != "tc"}}
     assert "layer_0.safetensors" in final and "metrics.json" in final
+
+
+def test_poor_results_warn_in_plain_words(small_config, model_dir, data_file, tmp_path):
+    from circuit_atlas.training.metrics import TrainingQualityWarning, quality_warnings
+
+    with pytest.warns(TrainingQualityWarning, match="the reconstruction is poor"):
+        result = train_transcoders(model_dir, data_file, tmp_path / "tc", small_config(steps=2), progress=False)
+    assert result.metrics["warnings"] == json.loads((tmp_path / "tc" / "metrics.json").read_text())["warnings"]
+    # the shipped toy world CLT is good: no warning; the same figures made poor each get theirs
+    shipped = Path(__file__).resolve().parents[2] / "circuit_atlas" / "zoo" / "toyworld" / "clt"
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    cfg = TrainConfig.from_dict(load_transcoders(shipped).metadata["training"])
+    assert quality_warnings(metrics, cfg) == []
+    dead = quality_warnings({**metrics, "dead_fraction_mean": 0.87}, cfg)
+    assert len(dead) == 1 and dead[0].startswith("87% of the features never fired") and "raise --k" in dead[0]
+    (fvu,) = quality_warnings({**metrics, "fvu_mean": 0.35}, cfg)
+    assert "FVU 0.350" in fvu and "--skip" not in fvu  # the set already has a skip connection
+    (l0,) = quality_warnings({**metrics, "l0_mean": 24.0}, cfg)
+    assert l0.startswith("L0 is 24.0 active features per token and layer where k = 16 was asked")
+    plt = TrainConfig(target_l0=16)
+    (l0,) = quality_warnings({**metrics, "l0_mean": 73.0}, plt)
+    assert "where target_l0 = 16 was asked" in l0 and "--sparsity-coefficient" in l0
+    assert quality_warnings({**metrics, "l0_mean": 73.0}, TrainConfig()) == []  # no L0 was asked for
