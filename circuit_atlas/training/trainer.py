@@ -257,6 +257,9 @@ def train_transcoders(
             f"{out} already holds {existing}: {finished}pass force=True (--force) to replace it, "
             "or choose another output path"
         )
+    if eval_data is not None and config.eval_tokens == 0:
+        raise ValueError("eval_data (--eval-data) is given but eval_tokens = 0 (--eval-tokens 0) measures nothing on "
+                         "it: drop one of them")  # fmt: skip
     if stop_at_step is not None and stop_at_step < 1:
         raise ValueError(f"stop_at_step must be at least 1, got {stop_at_step}")
     local_rank = os.environ.get("LOCAL_RANK")

@@ -130,3 +130,10 @@ def test_refuses_to_replace_a_directory_that_is_not_a_transcoder_set(tmp_path, m
     with pytest.raises(ValueError, match="not empty and holds no transcoder set"):
         train_transcoders(model_dir, data_file, out, TrainConfig(steps=1, batch_tokens=64, seq_len=16))
     assert (out / "todo.md").read_text() == "keep me"
+
+
+def test_eval_data_with_no_eval_tokens_is_refused(tmp_path, model_dir, data_file):
+    cfg = TrainConfig(steps=1, batch_tokens=64, seq_len=16, eval_tokens=0)
+    with pytest.raises(ValueError, match="eval_tokens = 0 .* measures nothing"):
+        train_transcoders(model_dir, data_file, tmp_path / "out", cfg, eval_data=data_file)
+    assert not (tmp_path / "out").exists()
