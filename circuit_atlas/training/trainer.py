@@ -235,7 +235,9 @@ def train_transcoders(
     resume: continue from the checkpoint there (ValueError if it does not match this run); without
     it an existing checkpoint is an error. force: replace a transcoder set already at `out` (without
     it that is an error, unless `resume` continues the checkpoint of the run that will replace it).
-    stop_at_step: checkpoint and return after that step.
+    stop_at_step: checkpoint and return after that step. Ctrl-C (SIGINT) during the steps finishes
+    the step under way, writes a checkpoint and returns with `interrupted` set (a second Ctrl-C
+    raises KeyboardInterrupt at once).
     Raises ValueError / FileNotFoundError for bad input before anything is written.
     """
     start = time.perf_counter()
