@@ -1,6 +1,9 @@
 """Multilingual antonyms in the toy world: "Le contraire de petit est" -> " grand".
 
-    python examples/multilingual.py [--out DIR] [--transcoders toyworld-clt|toyworld-plt]
+    python examples/multilingual.py [--out DIR] [--transcoders toyworld-clt|toyworld-plt] [--results JSON]
+
+It prints each run's top outputs and whether they agree with what the papers saw, draws the
+diagrams into --out and writes the figures into examples/results.json (see experiments.py).
 
 The papers find the same "small", "opposite" and "say large" features on "The opposite of small
 is" / "Le contraire de petit est" / "小的反义词是", with a few language features deciding the
@@ -29,7 +32,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from experiments import INJECT, SUPPRESS, Experiments, load, parse_args
+from experiments import INJECT, SUPPRESS, Expect, Experiments, load, parse_args, show, write_results
 
 from circuit_atlas import attribute
 from circuit_atlas.interventions import Supernode, scale_by
@@ -105,14 +108,12 @@ def find_supernodes(model) -> dict:
     return {"graph": graph, "pruned": fr, "sets": sets, "replacements": replacements}
 
 
-def main() -> None:
-    args = parse_args(__doc__, "multilingual")
-    warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # no CJK font: 大 shows as a box
-    model = load(args.transcoders)
+def measure(model, transcoders: str, out: str | Path | None) -> dict:
+    """Every experiment of this script, printed; the figures for results.json. out=None: no diagrams."""
     found = find_supernodes(model)
     graph, fr, sets, replacements = found["graph"], found["pruned"], found["sets"], found["replacements"]
     last = len(graph.tokens) - 1
-    print(f"prompt: {FR!r}   transcoders: {args.transcoders}   pruned graph: {len(fr)} features, "
+    print(f"prompt: {FR!r}   transcoders: {transcoders}   pruned graph: {len(fr)} features, "
           f"{len(select(fr, positions=[last]))} of them at the last token")  # fmt: skip
     for name, feats in {**sets, **replacements}.items():
         layers = sorted({f.layer for f in feats})
@@ -138,12 +139,13 @@ def main() -> None:
         g.initialize("all", clean)
         return g
 
-    ex = Experiments(model, FR, make_graph, args.out, key_tokens=[" grand", " big", "大", " petit", " menu"])
+    ex = Experiments(model, FR, make_graph, out, key_tokens=[" grand", " big", "大", " petit", " menu"])
 
     # --- French off ---------------------------------------------------------------------------
+    english = Expect("the answer comes out in English ('big')", tops=ENGLISH)
     for factor in (0.0, SUPPRESS):
-        ex.run(f"french_x{factor:g}", f"French x{factor:g}   (paper: the answer comes out in English, 'big')",
-               [scale_by(nodes["French"], factor)], {"French": f"{factor:g}x"})  # fmt: skip
+        ex.run(f"french_x{factor:g}", f"French x{factor:g}", [scale_by(nodes["French"], factor)],
+               {"French": f"{factor:g}x"}, expect=english)  # fmt: skip
 
     # --- swaps: French -> Chinese / English, petit -> grand, opposite -> synonym ----------------
     swaps = [("French", "Chinese", "大"), ("French", "English", " big"), ("petit", "grand", " petit"),
@@ -152,18 +154,18 @@ def main() -> None:
     for original, new, expected in swaps:
         rep = replacements[new]
         for rule, (down, up) in RULES.items():
-            measured = ex.run(f"{original}_to_{new}_{rule}", f"{original} x{down:g}, {new} +{up:g}x   "
-                              f"(paper: {expected.strip()!r})", swap(sets[original], rep, down, up),
-                              {original: f"{down:g}x"},
-                              replacement=(original, supernode(new, rep), {f: up * v for f, v in rep.items()}))  # fmt: skip
+            measured = ex.run(f"{original}_to_{new}_{rule}", f"{original} x{down:g}, {new} +{up:g}x",
+                              swap(sets[original], rep, down, up), {original: f"{down:g}x"},
+                              replacement=(original, supernode(new, rep), {f: up * v for f, v in rep.items()}),
+                              expect=Expect(f"the answer becomes {expected.strip()!r}", tops=[expected]))  # fmt: skip
             outcome[(original, new, rule)] = (expected, measured["top"][0][0])
 
     # --- where the toy world differs from the paper ----------------------------------------------
     print("\n== toy world vs paper")
     for factor in ("0", "-2"):
         got = ex.results[f"french_x{factor}"]
-        verdict = "same" if got["top"][0][0] in ENGLISH else "differs: not an English answer"
-        print(f"  French x{factor}: top {got['top'][0][0]!r}, ' big' {got['key'][' big']:.1%} "
+        verdict = "same" if got["agrees"] else "differs: not an English answer"
+        print(f"  French x{factor}: top {show(got['top'][:1])}, ' big' {got['key'][' big']:.1%} "
               f"(paper: English output; {verdict})")  # fmt: skip
     for (original, new, rule), (expected, got) in outcome.items():
         print(
@@ -173,7 +175,19 @@ def main() -> None:
           "language features decide the output language apart from the operand; unlike them, switching French "
           "off (x0) is not enough here: the frame's French tokens still carry the language through attention, so "
           "only inverting it (x-2) lets the English answer through.")  # fmt: skip
-    print(f"\nfigures: {Path(args.out).resolve()}")
+    return ex.summary(
+        supernode_sizes={name: len(feats) for name, feats in {**sets, **replacements}.items()},
+        french_and_petit=len(overlap),
+        pruned_features=len(fr),
+    )
+
+
+def main() -> None:
+    args = parse_args(__doc__, "multilingual")
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # no CJK font: 大 shows as a box
+    results = measure(load(args.transcoders), args.transcoders, args.out)
+    path = write_results("multilingual", args.transcoders, results, args.results)
+    print(f"\nfigures: {Path(args.out).resolve()}\nmeasured figures: {path}")
 
 
 if __name__ == "__main__":

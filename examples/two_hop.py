@@ -1,6 +1,9 @@
 """Two-hop reasoning in the toy world: "The capital of the state containing Dallas is" -> " Austin".
 
-    python examples/two_hop.py [--out DIR] [--transcoders toyworld-clt|toyworld-plt]
+    python examples/two_hop.py [--out DIR] [--transcoders toyworld-clt|toyworld-plt] [--results JSON]
+
+It prints each run's top outputs and whether they agree with what the papers saw, draws the
+diagrams into --out and writes the figures into examples/results.json (see experiments.py).
 
 The papers trace Dallas -> Texas -> say Austin (plus capital -> say a capital -> say Austin),
 then check the story by intervening: each supernode inverted (x-2), and Texas swapped for
@@ -26,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from experiments import INJECT, SUPPRESS, Experiments, load, parse_args
+from experiments import INJECT, SUPPRESS, Expect, Experiments, load, parse_args, show, write_results
 
 from circuit_atlas import attribute
 from circuit_atlas.features.describe import promoted_tokens
@@ -97,15 +100,22 @@ def replacement(model, region: str) -> tuple[dict, dict]:
     return move(specific, to_dallas), move(state, to_dallas)
 
 
-def main() -> None:
-    args = parse_args(__doc__, "two_hop")
-    model = load(args.transcoders)
+# What the papers saw when each supernode is inverted (x-2)
+PAPER = {
+    "Texas": Expect("say Austin falls; other capitals take over", tops=[c for c in CAPITALS if c != ANSWER]),
+    "say a capital": Expect("the capital-ness goes; the model names the state (Texas)", tops=[" Texas"]),
+    "say Austin": Expect("Austin falls", not_tops=[ANSWER]),
+    "capital": Expect("the model names the state (Texas) instead of its capital", tops=[" Texas"]),
+}
 
+
+def measure(model, transcoders: str, out: str | Path | None) -> dict:
+    """Every experiment of this script, printed; the figures for results.json. out=None: no diagrams."""
     # --- supernodes from the Dallas graph ------------------------------------------------------
     found = find_supernodes(model)
     graph, sets, specific = found["graph"], found["sets"], found["specific"]
     texas, say_capital, say_austin, capital = (sets[k] for k in ("Texas", "say a capital", "say Austin", "capital"))
-    print(f"prompt: {PROMPT!r}   transcoders: {args.transcoders}   graph: {graph.count('feature')} features, "
+    print(f"prompt: {PROMPT!r}   transcoders: {transcoders}   graph: {graph.count('feature')} features, "
           f"pruned to {len(found['pruned'])}; scores {', '.join(f'{k} {v:.2f}' for k, v in graph.scores().items())}")  # fmt: skip
     for name, feats in sets.items():
         print("  " + describe(model, name, feats))
@@ -127,22 +137,16 @@ def main() -> None:
         g.initialize("all", clean)
         return g
 
-    ex = Experiments(model, PROMPT, make_graph, args.out, key_tokens=[ANSWER, " Texas", " Sacramento"])
+    ex = Experiments(model, PROMPT, make_graph, out, key_tokens=[ANSWER, " Texas", " Sacramento"])
 
-    # --- ablations: each supernode x0 and x-2 ----------------------------------------------------
-    paper = {
-        "Texas": "say Austin falls; other capitals take over",
-        "say a capital": "the capital-ness goes; the model names the state (Texas)",
-        "say Austin": "Austin falls",
-        "capital": "the model names the state (Texas) instead of its capital",
-    }
+    # --- ablations: each supernode x0 and x-2 (the papers' expectation is for x-2) ------------------
     for name in sets:
         if not sets[name]:
             print(f"\n== {name}: the rule finds no features with these transcoders; nothing to ablate")
             continue
         for factor in (0.0, SUPPRESS):
-            ex.run(f"{name.replace(' ', '_')}_x{factor:g}", f"{name} x{factor:g}   (expected from the paper at x-2: {paper[name]})",
-                   [scale_by(nodes[name], factor)], {name: f"{factor:g}x"})  # fmt: skip
+            ex.run(f"{name.replace(' ', '_')}_x{factor:g}", f"{name} x{factor:g}", [scale_by(nodes[name], factor)],
+                   {name: f"{factor:g}x"}, expect=PAPER[name] if factor == SUPPRESS else None)  # fmt: skip
 
     # --- replacements: Texas (with its say-Austin part) -> another region -------------------------
     swaps = {}
@@ -150,21 +154,29 @@ def main() -> None:
         moved_all, moved_state = replacement(model, region)
         print(f"\n{region} from {prompt!r}: {len(moved_all)} specific features on the Dallas positions, "
               f"{len(moved_all) - len(moved_state)} of them say-{answer.strip()}")  # fmt: skip
+        expect = Expect(f"the answer becomes {answer.strip()}", tops=[answer])
         # The whole region (state + say-capital features) for the whole Texas (+ say Austin) ...
         whole = ex.run(f"swap_{region.replace(' ', '_')}", f"Texas + say Austin x-2, {region} (+ say {answer.strip()}) "
-                       f"+2x   (paper: {answer.strip()})", swap({**texas, **say_austin}, moved_all, SUPPRESS, INJECT),
+                       "+2x", swap({**texas, **say_austin}, moved_all, SUPPRESS, INJECT),
                        {"Texas": "-2x", "say Austin": "-2x"},
-                       replacement=("Texas", supernode(region, moved_all), {f: INJECT * v for f, v in moved_all.items()}))  # fmt: skip
+                       replacement=("Texas", supernode(region, moved_all), {f: INJECT * v for f, v in moved_all.items()}),
+                       expect=expect)  # fmt: skip
         # ... and the paper's narrower swap: state features only, say-Austin left to follow.
         state_only = ex.run(f"swap_{region.replace(' ', '_')}_state_only", f"Texas x-2, {region} state features +2x "
-                            f"(say features untouched)   (paper: {answer.strip()})",
-                            swap(texas, moved_state, SUPPRESS, INJECT), {"Texas": "-2x"},
+                            "(say features untouched)", swap(texas, moved_state, SUPPRESS, INJECT), {"Texas": "-2x"},
                             replacement=("Texas", supernode(region, moved_state),
-                                         {f: INJECT * v for f, v in moved_state.items()}))  # fmt: skip
+                                         {f: INJECT * v for f, v in moved_state.items()}), expect=expect)  # fmt: skip
         swaps[region] = (answer, whole, state_only)
 
     # --- where the toy world differs from the paper ----------------------------------------------
     print("\n== toy world vs paper")
+    for name, expect in PAPER.items():
+        got = ex.results.get(f"{name.replace(' ', '_')}_x-2")
+        if got is None:
+            print(f"  {name} x-2: no such features with these transcoders (paper: {expect.text})")
+            continue
+        print(f"  {name} x-2: top {show(got['top'][:1])} (paper: {expect.text}; "
+              f"{'same' if got['agrees'] else 'differs'})")  # fmt: skip
     for region, (answer, whole, state_only) in swaps.items():
         top_whole, top_state = whole["top"][0][0], state_only["top"][0][0]
         print(f"  Texas -> {region}: whole-region swap gives {top_whole!r}, state-only swap {top_state!r} "
@@ -172,8 +184,9 @@ def main() -> None:
               f"{'same' if top_state == answer else 'differs'})")  # fmt: skip
     n_whole = sum(w["top"][0][0] == a for a, w, _ in swaps.values())
     n_state = sum(s["top"][0][0] == a for a, _, s in swaps.values())
+    say_layers = sorted({f.layer for f in say_austin})
     print(f"  {len(say_austin)} of the {len(specific)} Dallas-specific features promote ' Austin' themselves "
-          f"(layers {sorted({f.layer for f in say_austin})}, last token).")  # fmt: skip
+          f"(layers {say_layers}, last token).")  # fmt: skip
     if n_whole > n_state:
         print("  Swapping the state features alone does not move say-Austin to the new capital: in the toy world "
               "the say-capital features do not follow injected state features, so they are swapped with them.")  # fmt: skip
@@ -182,7 +195,22 @@ def main() -> None:
     err, feat = (float(influence[at_city & (graph.kind == k)].sum()) for k in (ERROR, FEATURE))
     print(f"  At the city tokens, transcoder error nodes carry {err:.2f} of the influence on the logits and features "
           f"{feat:.2f}: the part of the city -> state lookup in the errors is out of reach of feature interventions.")  # fmt: skip
-    print(f"\nfigures: {Path(args.out).resolve()}")
+    return ex.summary(
+        supernode_sizes={name: len(feats) for name, feats in sets.items()},
+        dallas_specific=len(specific),
+        say_austin_layers=say_layers,
+        graph_features=graph.count("feature"),
+        pruned_features=len(found["pruned"]),
+        city_influence={"errors": round(err, 4), "features": round(feat, 4)},
+    )
+
+
+def main() -> None:
+    args = parse_args(__doc__, "two_hop")
+    results = measure(load(args.transcoders), args.transcoders, args.out)
+    print(
+        f"\nfigures: {Path(args.out).resolve()}\nmeasured figures: {write_results('two_hop', args.transcoders, results, args.results)}"
+    )
 
 
 if __name__ == "__main__":

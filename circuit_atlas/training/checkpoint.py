@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..transcoders.formats import CONFIG, MANIFEST
-from ..transcoders.io import swap_into_place
+from ..transcoders.io import ordinary_mode, swap_into_place
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "circuit-atlas-training-checkpoint"
@@ -60,6 +61,32 @@ def check_output_path(path: Path) -> None:
         )
 
 
+def describe_existing_set(path: Path) -> str | None:
+    """What a finished transcoder set at `path` is, in a few words (None if there is none)."""
+    if not path.is_dir() or not any(path.iterdir()):
+        return None
+    if not (path / MANIFEST).exists():
+        return f"a transcoder set ({CONFIG}, circuit-tracer layout)" if (path / CONFIG).exists() else None
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return f"a transcoder set whose {MANIFEST} cannot be read"
+    widths = sorted(set(manifest.get("widths") or []))
+    parts = [f"{manifest.get('kind', '?')} {manifest.get('activation', '?')}, {manifest.get('n_layers', '?')} layers"
+             + (f" x {widths[0]} features" if len(widths) == 1 else "")]  # fmt: skip
+    model = (manifest.get("metadata") or {}).get("model")
+    if model:
+        parts.append(f"for {model}")
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+        parts.append(f"FVU {metrics['fvu_mean']:.3f}, L0 {metrics['l0_mean']:.1f}")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime((path / MANIFEST).stat().st_mtime))
+    parts.append(f"written {stamp}")
+    return "a transcoder set (" + ", ".join(parts) + ")"
+
+
 def save_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                     lam: list[float], config: TrainConfig, identity: dict) -> None:  # fmt: skip
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -81,9 +108,11 @@ def save_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.writing-", dir=path.parent))
     try:
         save_file(tensors, str(tmp / STATE_TENSORS))
+        os.chmod(tmp / STATE_TENSORS, ordinary_mode())
         _fsync(tmp / STATE_TENSORS)
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
         _fsync(tmp / STATE_JSON)
+        os.chmod(tmp, ordinary_mode(directory=True))
         swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -16,12 +16,14 @@ import logging
 import os
 import sys
 import textwrap
+import warnings
 from functools import cache
+from pathlib import Path
 
 from ..transcoders.transcoder import INPUT_HOOKS, OUTPUT_HOOKS
-from .config import KINDS, TRAIN_ACTIVATIONS, TrainConfig
-
-SUMMARY_KEYS = ("fvu_mean", "l0_mean", "dead_fraction_mean", "top1_agreement", "kl", "train_seconds")
+from .checkpoint import STATE_JSON
+from .config import KINDS, PENALIZED, TRAIN_ACTIVATIONS, TrainConfig
+from .metrics import TrainingQualityWarning
 
 
 @cache
@@ -54,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-data", default=None, help="held-out text for the metrics [the tail of --data]")
     p.add_argument("--checkpoint-dir", default=None, help="where checkpoints go [<out>.checkpoint]")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint (its settings must match)")
+    p.add_argument("--force", action="store_true", help="replace a transcoder set already at --out")
     p.add_argument("--stop-at-step", type=int, default=None, help="checkpoint and exit after this step")
     p.add_argument("--device", default=None, help="torch device [cpu; cuda:LOCAL_RANK under torchrun]")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -79,24 +82,61 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import train_transcoders
+    from .trainer import METRICS_FILE, default_checkpoint_dir, train_transcoders
 
     if args.no_progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    result = train_transcoders(
-        args.model, args.data, args.out, config_from_args(args), eval_data=args.eval_data,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume, stop_at_step=args.stop_at_step,
-        progress=not args.no_progress, device=args.device,
-    )  # fmt: skip
+    config = config_from_args(args)
+    try:
+        with warnings.catch_warnings():  # printed below, after the metrics they are about
+            warnings.simplefilter("ignore", TrainingQualityWarning)
+            result = train_transcoders(
+                args.model, args.data, args.out, config, eval_data=args.eval_data,
+                checkpoint_dir=args.checkpoint_dir, resume=args.resume, force=args.force,
+                stop_at_step=args.stop_at_step, progress=not args.no_progress, device=args.device,
+            )  # fmt: skip
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training steps
+        ckpt = Path(args.checkpoint_dir or default_checkpoint_dir(Path(args.out).expanduser()))
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"circuit-atlas: interrupted; {_checkpoint_note(ckpt)}", file=sys.stderr)
+        return 130
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if result.interrupted:
+        if rank0:
+            print(f"circuit-atlas: interrupted at step {result.step} of {config.steps}; checkpoint saved to "
+                  f"{result.checkpoint}: run the same command with --resume to continue", file=sys.stderr)  # fmt: skip
+        return 130
     if result.path is not None:
-        summary = {k: round(result.metrics[k], 4) for k in SUMMARY_KEYS if k in result.metrics}
-        print(json.dumps(summary))
-        print(f"transcoders written to {result.path} ({result.seconds:.1f} s)")
-    elif int(os.environ.get("RANK", "0")) == 0:
+        print(summarize(result.metrics, config))
+        print(f"transcoders and {METRICS_FILE} written to {result.path} ({result.seconds:.1f} s)")
+        for text in result.metrics.get("warnings", []):
+            print(f"circuit-atlas: warning: {text}", file=sys.stderr)
+    elif rank0:
         print(f"stopped at step {result.step}; continue with --resume")
     return 0
+
+
+def summarize(metrics: dict, config: TrainConfig) -> str:
+    """The final metrics in one line."""
+    if "fvu_mean" not in metrics:
+        return "no held-out text to measure the set on (eval_tokens = 0)"
+    asked = config.target_l0 if config.activation in PENALIZED else config.k
+    per_layer = " / ".join(f"{v:.3f}" for v in metrics["fvu"])
+    return (f"FVU {metrics['fvu_mean']:.3f} (per layer {per_layer}), L0 {metrics['l0_mean']:.1f} per token and layer"
+            + (f" (asked {asked:g})" if asked is not None else "")
+            + f", dead features {metrics['dead_fraction_mean']:.1%}; replacement model: top-1 agreement "
+            f"{metrics['top1_agreement']:.1%}, KL {metrics['kl']:.3f} nats; {metrics['train_seconds']:.1f} s of training")  # fmt: skip
+
+
+def _checkpoint_note(ckpt: Path) -> str:
+    """What an interrupted run leaves behind, and how to go on."""
+    try:
+        step = json.loads((ckpt / STATE_JSON).read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "nothing was saved (no checkpoint had been written yet)"
+    return f"the checkpoint at {ckpt} (step {step}) is kept: run the same command with --resume to continue from it"
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:

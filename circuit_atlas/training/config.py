@@ -16,6 +16,10 @@ KINDS = ("plt", "clt")
 TRAIN_ACTIVATIONS = ("jumprelu", "relu", "topk", "batchtopk")
 # Fields that only steer how a run is carried out: a resumed run may change them.
 OPERATIONAL = ("checkpoint_every",)
+# Settings only some activations read (the others would silently ignore them, so they are refused).
+PENALTY_SETTINGS = ("sparsity_coefficient", "sparsity_warmup", "tanh_scale", "pre_act_coefficient", "init_firing")
+PENALIZED = ("jumprelu", "relu")  # the activations trained with the sparsity penalty (they read PENALTY_SETTINGS)
+THRESHOLD_SETTINGS = ("bandwidth", "init_threshold")  # JumpReLU's learnt threshold only
 
 
 @dataclass
@@ -106,6 +110,7 @@ class TrainConfig:
             raise ValueError(f"k must be at least 1, got {self.k}")
         if self.target_l0 is not None and not self.target_l0 > 0:
             raise ValueError(f"target_l0 must be positive, got {self.target_l0}")
+        self._check_applicable()
         if self.activation in ("topk", "batchtopk"):
             if self.k is None and self.target_l0 is None:
                 raise ValueError(f"{self.activation} needs k (or target_l0)")
@@ -138,6 +143,39 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.input_hook = normalize_hook_name(self.input_hook, INPUT_HOOKS, "input")
         self.output_hook = normalize_hook_name(self.output_hook, OUTPUT_HOOKS, "output")
+
+    def _check_applicable(self) -> None:
+        """Refuse settings this activation would ignore (a value other than the default counts as set)."""
+        act, defaults = self.activation, {f.name: f.default for f in dataclasses.fields(self)}
+
+        def flags(names) -> str:  # "x (--x 1) only applies", "x (--x 1), y (--y 2) only apply"
+            listed = ", ".join(f"{n} (--{n.replace('_', '-')} {getattr(self, n)})" for n in names)
+            return listed + (" only applies" if len(names) == 1 else " only apply")
+
+        if act in PENALIZED and self.k is not None:
+            raise ValueError(
+                f"k (--k {self.k}) sets the active features of topk / batchtopk; {act} ignores it: "
+                f"set its sparsity with target_l0 (--target-l0 {self.k}), or choose --activation topk / batchtopk"
+            )
+        if act not in PENALIZED:
+            ignored = [n for n in PENALTY_SETTINGS if getattr(self, n) != defaults[n]]
+            if ignored:
+                raise ValueError(
+                    f"{flags(ignored)} to the sparsity penalty of {' / '.join(PENALIZED)}; "
+                    f"{act} keeps k features per token instead: leave {'it' if len(ignored) == 1 else 'them'} out"
+                )
+            if self.k is not None and self.target_l0 is not None and self.k != max(1, round(self.target_l0)):
+                raise ValueError(
+                    f"k = {self.k} and target_l0 = {self.target_l0} disagree; for {act}, target_l0 only stands in "
+                    "for k: give one of them"
+                )
+        if act != "jumprelu":
+            ignored = [n for n in THRESHOLD_SETTINGS if getattr(self, n) != defaults[n]]
+            if ignored:
+                raise ValueError(
+                    f"{flags(ignored)} to jumprelu's learnt threshold; {act} has none: "
+                    f"leave {'it' if len(ignored) == 1 else 'them'} out"
+                )
 
     def _check_reachable(self, width: int | None) -> None:
         if width is None:

@@ -8,7 +8,10 @@
    compute the loss of every layer jointly (coder.py), Adam step; DDP averages the gradients
    across processes. Checkpoint every `checkpoint_every` steps.
 4. Finish (rank 0): BatchTopK thresholds are calibrated, the set is exported in raw units,
-   evaluated on the held-out text (metrics.py), and written with metrics.json in one atomic swap.
+   evaluated on the held-out text (metrics.py), and written with metrics.json in one atomic swap;
+   each way the result is poor (metrics.quality_warnings) is a TrainingQualityWarning and a line
+   of metrics["warnings"].
+3b. Ctrl-C (interrupt.py): the step under way finishes, a checkpoint is written, the run returns.
 
 Data parallelism: every process draws the same global batch (a function of seed and step) and
 keeps its rank's contiguous share; each loss is the mean over its share, and DDP averages the
@@ -25,6 +28,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +44,7 @@ from .checkpoint import (
     STATE_JSON,
     check_compatible,
     check_output_path,
+    describe_existing_set,
     load_checkpoint,
     restore,
     save_checkpoint,
@@ -47,7 +52,8 @@ from .checkpoint import (
 from .coder import TrainableTranscoders
 from .config import TrainConfig
 from .data import TokenData, read_documents, trim_padding
-from .metrics import SKIP_POSITIONS, evaluate
+from .interrupt import StopOnInterrupt
+from .metrics import SKIP_POSITIONS, TrainingQualityWarning, evaluate, quality_warnings
 from .sparse import batchtopk_threshold
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,8 @@ class TrainResult:
     metrics: dict | None
     step: int
     seconds: float
+    interrupted: bool = False  # stopped by Ctrl-C (a checkpoint at `step` was written)
+    checkpoint: Path | None = None  # where the checkpoint of an unfinished run is
 
 
 # --- setup -------------------------------------------------------------------------------------
@@ -213,6 +221,7 @@ def train_transcoders(
     eval_data=None,
     checkpoint_dir=None,
     resume: bool = False,
+    force: bool = False,
     stop_at_step: int | None = None,
     progress: bool = True,
     device: torch.device | str | None = None,
@@ -223,7 +232,11 @@ def train_transcoders(
     .jsonl file or a directory of them (without eval_data the tail of data is held out).
     checkpoint_dir: where checkpoints go [<out>.checkpoint]; it is deleted once `out` is written.
     resume: continue from the checkpoint there (ValueError if it does not match this run); without
-    it an existing checkpoint is an error. stop_at_step: checkpoint and return after that step.
+    it an existing checkpoint is an error. force: replace a transcoder set already at `out` (without
+    it that is an error, unless `resume` continues the checkpoint of the run that will replace it).
+    stop_at_step: checkpoint and return after that step. Ctrl-C (SIGINT) during the steps finishes
+    the step under way, writes a checkpoint and returns with `interrupted` set (a second Ctrl-C
+    raises KeyboardInterrupt at once).
     Raises ValueError / FileNotFoundError for bad input before anything is written.
     """
     start = time.perf_counter()
@@ -236,6 +249,18 @@ def train_transcoders(
             f"a training checkpoint exists at {ckpt_path}: pass resume=True (--resume) to continue it, "
             "or delete it to start over"
         )
+    existing = describe_existing_set(out)
+    if existing and not force and not (resume and has_ckpt):
+        finished = (
+            f"there is no checkpoint at {ckpt_path} to resume (the run that wrote it finished); " if resume else ""
+        )
+        raise ValueError(
+            f"{out} already holds {existing}: {finished}pass force=True (--force) to replace it, "
+            "or choose another output path"
+        )
+    if eval_data is not None and config.eval_tokens == 0:
+        raise ValueError("eval_data (--eval-data) is given but eval_tokens = 0 (--eval-tokens 0) measures nothing on "
+                         "it: drop one of them")  # fmt: skip
     if stop_at_step is not None and stop_at_step < 1:
         raise ValueError(f"stop_at_step must be at least 1, got {stop_at_step}")
     local_rank = os.environ.get("LOCAL_RANK")
@@ -246,9 +271,9 @@ def train_transcoders(
     try:
         run = _setup(model, data, eval_data, config, device, rank, world, ckpt_path)
         _start(run, resume and has_ckpt)
-        train_seconds, tokens = _loop(run, stop_at_step, progress)
-        if run.step < run.cfg.steps or rank != 0:
-            return TrainResult(None, None, run.step, time.perf_counter() - start)
+        train_seconds, tokens, interrupted = _loop(run, stop_at_step, progress)
+        if interrupted or run.step < run.cfg.steps or rank != 0:
+            return TrainResult(None, None, run.step, time.perf_counter() - start, interrupted, ckpt_path)
         metrics = _finish(run, out, train_seconds, tokens)
         return TrainResult(out, metrics, run.step, time.perf_counter() - start)
     finally:
@@ -307,47 +332,51 @@ def _start(run: _Run, resume: bool) -> None:
     run.coder.to(run.device)
 
 
-def _loop(run: _Run, stop_at_step: int | None, progress: bool) -> tuple[float, int]:
-    """Phase 3: the training steps. Returns (seconds, tokens trained on by all processes)."""
+def _loop(run: _Run, stop_at_step: int | None, progress: bool) -> tuple[float, int, bool]:
+    """Phase 3: the training steps. Returns (seconds, tokens trained on by all processes, whether
+    Ctrl-C stopped it). Ctrl-C (on any process) ends the step under way, checkpoints and stops."""
     cfg, coder, optimizer, B = run.cfg, run.coder, run.optimizer, run.cfg.sequences_per_batch
     trainable = nn.parallel.DistributedDataParallel(coder) if run.world > 1 else coder
+    log.info("loop: from step %d to %d", run.step, cfg.steps)
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress or run.rank != 0,
                desc=f"train {cfg.kind}", dynamic_ncols=True)  # fmt: skip
-    t0, tokens = time.perf_counter(), 0
-    while run.step < cfg.steps:
-        step = run.step
-        x, y = activations(run.hf_model, run.arch, cfg, run.data.batch(step, B, run.rank, run.world))
-        n_tokens = run.data.batch_token_count(step, B, SKIP_POSITIONS)  # global: DDP-exact normalisation
-        tokens += n_tokens
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        lam = torch.tensor(run.lam, device=run.device) * sparsity_ramp(cfg, step)
-        stats = trainable(x, y, lam, n_tokens / run.world)
-        optimizer.zero_grad(set_to_none=True)
-        stats.loss.backward()
-        optimizer.step()
-        l0 = stats.l0.detach().clone()  # (L,)
-        if run.world > 1:
-            dist.all_reduce(l0)
-            l0 = l0 / run.world
-        run.lam = update_lambda(cfg, run.lam, step, l0.tolist())
-        run.step += 1
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{stats.loss.item():.4f}", fvu=f"{stats.fvu.mean().item():.3f}", l0=f"{l0.mean().item():.1f}"
-        )
-        stopping = stop_at_step is not None and stop_at_step <= run.step < cfg.steps
-        due = cfg.checkpoint_every and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps)
-        if run.rank == 0 and (stopping or due):
-            save_checkpoint(run.ckpt_path, coder, optimizer, run.step, run.lam, cfg, run.identity)
-        if stopping:
-            break
+    t0, tokens, first, interrupted = time.perf_counter(), 0, run.step, False
+    with StopOnInterrupt() as interrupt:
+        while run.step < cfg.steps:
+            step = run.step
+            x, y = activations(run.hf_model, run.arch, cfg, run.data.batch(step, B, run.rank, run.world))
+            n_tokens = run.data.batch_token_count(step, B, SKIP_POSITIONS)  # global: DDP-exact normalisation
+            tokens += n_tokens
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            lam = torch.tensor(run.lam, device=run.device) * sparsity_ramp(cfg, step)
+            stats = trainable(x, y, lam, n_tokens / run.world)
+            optimizer.zero_grad(set_to_none=True)
+            stats.loss.backward()
+            optimizer.step()
+            # (L + 1,): the layers' L0 and whether Ctrl-C was pressed, agreed on by all processes
+            shared = torch.cat([stats.l0.detach(), torch.tensor([float(interrupt.requested)], device=run.device)])
+            if run.world > 1:
+                dist.all_reduce(shared)
+                shared = shared / run.world
+            l0, interrupted = shared[:-1], bool(shared[-1] > 0)
+            run.lam = update_lambda(cfg, run.lam, step, l0.tolist())
+            run.step += 1
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{stats.loss.item():.4f}", fvu=f"{stats.fvu.mean().item():.3f}", l0=f"{l0.mean().item():.1f}"
+            )
+            stopping = interrupted or (stop_at_step is not None and stop_at_step <= run.step < cfg.steps)
+            due = cfg.checkpoint_every and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps)
+            if run.rank == 0 and (stopping or due):
+                save_checkpoint(run.ckpt_path, coder, optimizer, run.step, run.lam, cfg, run.identity)
+            if stopping:
+                break
     bar.close()
     seconds = time.perf_counter() - t0
-    log.info(
-        "loop: %d steps, %d tokens (%.1f s, %.0f tokens/s)", cfg.steps, tokens, seconds, tokens / max(seconds, 1e-9)
-    )
-    return seconds, tokens
+    log.info("loop: %d steps, %d tokens (%.1f s, %.0f tokens/s)", run.step - first, tokens, seconds,
+             tokens / max(seconds, 1e-9))  # fmt: skip
+    return seconds, tokens, interrupted
 
 
 def _finish(run: _Run, out: Path, train_seconds: float, tokens: int) -> dict:
@@ -366,8 +395,11 @@ def _finish(run: _Run, out: Path, train_seconds: float, tokens: int) -> dict:
         "train_seconds": train_seconds, "train_tokens_per_second": tokens / max(train_seconds, 1e-9),
         "eval_seconds": time.perf_counter() - t0,
     })  # fmt: skip
+    metrics["warnings"] = quality_warnings(metrics, cfg)
     write_output(tc, metrics, out)
     shutil.rmtree(run.ckpt_path, ignore_errors=True)
+    for text in metrics["warnings"]:
+        warnings.warn(f"{out}: {text}", TrainingQualityWarning, stacklevel=3)
     log.info("finish: wrote %s (FVU %.3f, L0 %.1f, top-1 %.3f; %.1f s)", out, metrics.get("fvu_mean", float("nan")),
              metrics.get("l0_mean", 0), metrics.get("top1_agreement", float("nan")), time.perf_counter() - t0)  # fmt: skip
     return metrics

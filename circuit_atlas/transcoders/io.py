@@ -299,9 +299,18 @@ def save_circuit_tracer_format(tc: Transcoders, path: str | os.PathLike, *, mode
     return _write_atomically(Path(path), write)
 
 
+def ordinary_mode(directory: bool = False) -> int:
+    """The mode open() / mkdir() give a new file / directory under the umask (safetensors' save_file
+    and tempfile.mkdtemp create theirs 0600 / 0700, private whatever the umask says)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     # Own, contiguous CPU copies: safetensors refuses tensors that share memory.
     save_file({key: t.detach().to("cpu", copy=True).contiguous() for key, t in tensors.items()}, str(path))
+    os.chmod(path, ordinary_mode())
     _fsync(path)
 
 
@@ -350,7 +359,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.writing-", dir=path.parent))
     try:
         write(tmp)
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, ordinary_mode(directory=True))
         swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

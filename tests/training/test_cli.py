@@ -1,6 +1,7 @@
 """The train-transcoders command line: flags map onto TrainConfig, errors come out as one line."""
 
 import argparse
+import json
 
 from circuit_atlas.training.cli import add_train_parser, config_from_args, field_docs, main
 from circuit_atlas.training.config import TrainConfig
@@ -29,3 +30,45 @@ def test_bad_input_is_one_error_line(tmp_path, model_dir, capsys):
                  "--target-l0", "8"])  # fmt: skip
     assert code == 2 and "cannot be reached with width 4" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_out_is_refused_without_force(tmp_path, model_dir, data_file, capsys):
+    out = tmp_path / "out"
+    flags = ["--model", str(model_dir), "--data", str(data_file), "--out", str(out), "--no-progress", "--steps", "2",
+             "--width", "48", "--batch-tokens", "256", "--seq-len", "16", "--eval-tokens", "256"]  # fmt: skip
+    assert main(flags) == 0
+    capsys.readouterr()
+    before = (out / "layer_0.safetensors").read_bytes()
+    assert main(flags + ["--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{out} already holds a transcoder set (plt jumprelu, 3 layers x 48 features" in err
+    assert "FVU" in err and "--force" in err
+    assert (out / "layer_0.safetensors").read_bytes() == before
+    assert main(flags + ["--seed", "1", "--force"]) == 0
+    assert (out / "layer_0.safetensors").read_bytes() != before
+
+
+def test_an_option_the_activation_ignores_is_one_error(tmp_path, model_dir, data_file, capsys):
+    code = main(["--model", str(model_dir), "--data", str(data_file), "--out", str(tmp_path / "out"), "--k", "16"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "jumprelu ignores it" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_final_metrics_are_printed_with_a_plain_warning_when_poor(tmp_path, model_dir, data_file, capsys):
+    out = tmp_path / "out"
+    code = main(["--model", str(model_dir), "--data", str(data_file), "--out", str(out), "--no-progress", "--steps",
+                 "2", "--width", "48", "--batch-tokens", "256", "--seq-len", "16", "--eval-tokens", "256",
+                 "--target-l0", "6"])  # fmt: skip
+    captured = capsys.readouterr()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert code == 0
+    summary, written = captured.out.splitlines()
+    assert summary.startswith(f"FVU {metrics['fvu_mean']:.3f} (per layer ") and "(asked 6)" in summary
+    assert f"dead features {metrics['dead_fraction_mean']:.1%}" in summary
+    assert written.startswith(f"transcoders and metrics.json written to {out}")
+    # two steps cannot reconstruct: said, with what to try, on stderr and in metrics.json
+    warnings = captured.err.strip().splitlines()
+    assert metrics["warnings"] and warnings == [f"circuit-atlas: warning: {w}" for w in metrics["warnings"]]
+    assert any(w.startswith(f"the reconstruction is poor: FVU {metrics['fvu_mean']:.3f}") and "--steps" in w
+               for w in metrics["warnings"])  # fmt: skip

@@ -47,7 +47,7 @@ def test_torchrun_two_processes_equals_one(model_dir, data_file, tmp_path):
                "--out", str(tmp_path / "ddp"), "--no-progress", *_flags(SETTINGS)]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("transcoders written") == 1  # rank 0 alone writes
+    assert proc.stdout.count("transcoders and metrics.json written to") == 1  # rank 0 alone writes
     single = train_transcoders(model_dir, data_file, tmp_path / "single", TrainConfig(**SETTINGS), progress=False)
 
     ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())

@@ -22,11 +22,30 @@ from circuit_atlas.training.data import read_documents
         (dict(sparsity_coefficient=-1), "sparsity_coefficient must be >= 0"),
         (dict(input_hook="blocks.0.hook_resid_pre"), "unknown transcoder input hook"),
         (dict(steps=0), "steps must be at least 1"),
+        # settings the activation would ignore
+        (dict(k=16), r"k \(--k 16\) sets the active features of topk / batchtopk; jumprelu ignores it.*--target-l0 16"),
+        (dict(activation="relu", k=4), "relu ignores it"),
+        (dict(activation="topk", k=8, sparsity_coefficient=0.01),
+         r"sparsity_coefficient \(--sparsity-coefficient 0.01\) only applies to the sparsity penalty of jumprelu"),
+        (dict(activation="batchtopk", k=8, tanh_scale=2.0, init_firing=0.1),
+         r"tanh_scale \(--tanh-scale 2.0\), init_firing \(--init-firing 0.1\) only apply to the sparsity penalty"),
+        (dict(activation="topk", k=8, sparsity_warmup=0.5), "sparsity_warmup"),
+        (dict(activation="topk", k=8, pre_act_coefficient=0.0), "pre_act_coefficient"),
+        (dict(activation="relu", bandwidth=1.0), r"bandwidth \(--bandwidth 1.0\) only applies to jumprelu's learnt"),
+        (dict(activation="topk", k=8, init_threshold=0.5), "init_threshold .* only applies to jumprelu's"),
+        (dict(activation="topk", k=8, target_l0=12), "k = 8 and target_l0 = 12 disagree"),
     ],
-)
+)  # fmt: skip
 def test_config_rejects_impossible_settings(settings, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings)
+
+
+def test_settings_at_their_defaults_are_not_counted_as_given():
+    TrainConfig(activation="topk", k=8, sparsity_coefficient=1e-3, bandwidth=2.0)  # the defaults: fine
+    cfg = TrainConfig(activation="batchtopk", target_l0=12.4, width=64)  # k = 12 taken from target_l0
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg and cfg.resolve(32).k == 12  # what a checkpoint reloads
+    TrainConfig(activation="relu", target_l0=8, sparsity_coefficient=0.01, init_firing=0.1)  # they apply to relu
 
 
 def test_topk_takes_k_from_target_l0():
@@ -111,3 +130,10 @@ def test_refuses_to_replace_a_directory_that_is_not_a_transcoder_set(tmp_path, m
     with pytest.raises(ValueError, match="not empty and holds no transcoder set"):
         train_transcoders(model_dir, data_file, out, TrainConfig(steps=1, batch_tokens=64, seq_len=16))
     assert (out / "todo.md").read_text() == "keep me"
+
+
+def test_eval_data_with_no_eval_tokens_is_refused(tmp_path, model_dir, data_file):
+    cfg = TrainConfig(steps=1, batch_tokens=64, seq_len=16, eval_tokens=0)
+    with pytest.raises(ValueError, match="eval_tokens = 0 .* measures nothing"):
+        train_transcoders(model_dir, data_file, tmp_path / "out", cfg, eval_data=data_file)
+    assert not (tmp_path / "out").exists()
