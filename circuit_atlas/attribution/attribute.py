@@ -143,10 +143,10 @@ def attribute(
             while len(row_features) < n_rows:
                 # Rank unvisited features by their influence on the logits through the rows so far.
                 done = len(row_features)
-                slot_of_node = torch.cat([row_features, logit_nodes])  # node of slots 0..done-1, then logits
+                node_of_row = torch.cat([row_features, logit_nodes])  # node of slots 0..done-1, then logits
                 slots = torch.cat([torch.arange(done), torch.arange(n_rows, n_rows + K)])
                 csr = store.to_csr(slots, in_memory=True)
-                influence = node_influence(csr, slot_of_node, n_nodes, weights)[:A]
+                influence = node_influence(csr, node_of_row, n_nodes, weights)[:A]
                 del csr
                 influence[visited] = -1
                 take = min(update_interval * batch_size, n_rows - done)
