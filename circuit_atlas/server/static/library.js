@@ -2,6 +2,7 @@
 // new prompt on a loaded model with a live tokenisation preview and progress while the job runs.
 
 import { api, enc, waitJob } from "./api.js";
+import { modelPairs } from "./models.js";
 
 const $ = (id) => document.getElementById(id);
 let opener = null;
@@ -154,30 +155,28 @@ async function loadModels() {
   if (models) return;
   const sel = $("trace-model");
   try {
-    const res = await api.get("/api/models");
-    models = Array.isArray(res) ? res : res.models || [];
+    models = await modelPairs();
   } catch (e) {
     models = [];
     $("trace-msg").textContent = `Tracing is not available on this server: ${e.message}`;
   }
   sel.replaceChildren();
-  for (const m of models) {
+  for (const m of [...new Set(models.map((p) => p.model))]) {
     const o = document.createElement("option");
-    o.value = m.name || m.id || m.model;
-    o.textContent = `${o.value}${m.loaded === false ? " (not loaded yet)" : ""}`;
+    o.value = m;
+    o.textContent = m;
     sel.append(o);
   }
   fillTranscoders();
 }
 
 function fillTranscoders() {
-  const m = (models || []).find((x) => (x.name || x.id || x.model) === $("trace-model").value);
   const sel = $("trace-transcoders");
   sel.replaceChildren();
-  for (const t of m?.transcoders || []) {
+  for (const p of (models || []).filter((x) => x.model === $("trace-model").value)) {
     const o = document.createElement("option");
-    o.value = typeof t === "string" ? t : t.name || t.id;
-    o.textContent = o.value;
+    o.value = p.transcoders;
+    o.textContent = p.transcoders;
     sel.append(o);
   }
 }
@@ -189,7 +188,7 @@ async function tokenize() {
   const box = $("trace-tokens");
   if (!text || !$("trace-model").value) return box.replaceChildren();
   try {
-    const res = await api.post("/api/tokenize", { model: $("trace-model").value, text });
+    const res = await api.post("/api/tokenize", { model: $("trace-model").value, transcoders: $("trace-transcoders").value, text });
     if (mine !== tokSeq) return;
     box.replaceChildren(
       ...(res.tokens || []).map((t) => Object.assign(document.createElement("span"), { className: "chip", textContent: typeof t === "string" ? t : t.text ?? t.token })),
@@ -206,7 +205,7 @@ async function trace(e) {
   const prog = $("trace-progress");
   msg.className = "msg";
   const body = { model: $("trace-model").value, transcoders: $("trace-transcoders").value, prompt: $("trace-prompt").value };
-  for (const k of ["max_n_logits", "desired_logit_prob", "max_feature_nodes", "batch_size", "node_threshold", "edge_threshold"]) {
+  for (const k of ["max_n_logits", "desired_logit_prob", "max_feature_nodes", "batch_size"]) {
     const v = $(`opt-${k}`).value;
     if (v !== "") body[k] = Number(v);
   }
@@ -223,7 +222,8 @@ async function trace(e) {
     const result = await waitJob(job, (j) => {
       const p = typeof j.progress === "number" ? j.progress : j.progress?.fraction ?? (j.progress?.total ? j.progress.done / j.progress.total : 0);
       prog.value = p || 0;
-      msg.textContent = j.state === "queued" ? `queued${j.position != null ? ` (position ${j.position})` : ""}…` : `${j.state} ${Math.round(100 * (p || 0))}%`;
+      msg.textContent =
+        j.state === "queued" ? `queued${j.position != null ? ` (position ${j.position})` : ""}…` : `${j.message || j.state} ${Math.round(100 * (p || 0))}%`;
     });
     prog.value = 1;
     msg.textContent = "done";

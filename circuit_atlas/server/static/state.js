@@ -196,12 +196,34 @@ export function flushSave() {
   }
   return saving;
 }
+// Notes are strings of at most 10,000 characters on the server: keep the newest runs that fit, compactly.
+function packRuns(runs) {
+  const compact = runs.map((r) => ({
+    at: r.at,
+    summary: r.summary,
+    request: r.request,
+    result: {
+      before: r.result?.before,
+      after: r.result?.after,
+      generation_before: r.result?.generation_before,
+      generation_after: r.result?.generation_after,
+      supernodes: r.result?.supernodes,
+      nodes: (r.result?.nodes || []).slice(0, 20),
+    },
+  }));
+  for (let k = compact.length; k > 0; k--) {
+    const s = JSON.stringify(compact.slice(-k));
+    if (s.length <= 9500) return s;
+  }
+  return null;
+}
+
 function statePayload() {
   return {
     pinned: S.pinned,
     supernodes: S.supernodes,
     positions: S.positions,
-    notes: { ...S.notes, steer_runs: S.steerRuns },
+    notes: { ...S.notes, steer_runs: packRuns(S.steerRuns) },
     node_threshold: S.nodeThreshold,
     edge_threshold: S.edgeThreshold,
   };
@@ -236,7 +258,15 @@ export function applyServerState(st) {
   S.supernodes = st.supernodes || [];
   S.positions = st.positions || {};
   const notes = { ...(st.notes || {}) };
-  S.steerRuns = Array.isArray(notes.steer_runs) ? notes.steer_runs : [];
+  let runs = notes.steer_runs;
+  if (typeof runs === "string") {
+    try {
+      runs = JSON.parse(runs);
+    } catch {
+      runs = [];
+    }
+  }
+  S.steerRuns = Array.isArray(runs) ? runs : [];
   delete notes.steer_runs;
   S.notes = notes;
   if (typeof st.node_threshold === "number") S.nodeThreshold = st.node_threshold;

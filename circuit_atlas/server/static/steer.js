@@ -3,6 +3,7 @@
 // top-k logits and generations before / after; each run is kept with the graph's working state.
 
 import { api, waitJob } from "./api.js";
+import { guessPair, modelPairs } from "./models.js";
 import { S, emit, groupOf, mutate, on, shortId, tokenAt } from "./state.js";
 
 let bodyEl;
@@ -75,6 +76,22 @@ function render() {
     el("label", "", "top-k"),
     num("steerTopk", 5, "logits shown"),
   );
+  const pairSel = el("select");
+  pairSel.id = "steer-model";
+  pairSel.title = "model / transcoders to run (the ones the graph was traced with)";
+  modelPairs()
+    .then((list) => {
+      const guess = guessPair(S.meta, list);
+      for (const p of list) {
+        const o = el("option", "", `${p.model} / ${p.transcoders}`);
+        o.value = JSON.stringify(p);
+        pairSel.append(o);
+      }
+      if (guess) pairSel.value = bodyEl.dataset.pair || JSON.stringify({ model: guess.model, transcoders: guess.transcoders });
+    })
+    .catch(() => pairSel.append(el("option", "", "no models on this server")));
+  pairSel.addEventListener("change", () => (bodyEl.dataset.pair = pairSel.value));
+  opts.append(el("label", "", "model"), pairSel);
   const run = el("button", "primary", "Run steer");
   run.id = "steer-run";
   run.disabled = !list.length;
@@ -230,14 +247,22 @@ async function go(msg, btn) {
     max_new_tokens: Number(document.getElementById("steerTokens").value) || 8,
     seed: Number(document.getElementById("steerSeed").value) || 0,
     top_k: Number(document.getElementById("steerTopk").value) || 5,
+    supernodes: S.supernodes,
+    watch: S.pinned,
   };
+  try {
+    const pair = JSON.parse(document.getElementById("steer-model").value || "null");
+    if (pair) Object.assign(body, pair);
+  } catch {
+    /* no pair chosen: the server uses the one the graph was traced with */
+  }
   btn.disabled = true;
   msg.textContent = "queued…";
   try {
     const { job } = await api.post("/api/jobs/intervene", body);
     const result = await waitJob(job, (j) => {
       const p = typeof j.progress === "number" ? j.progress : j.progress?.fraction;
-      msg.textContent = j.state === "queued" ? `queued${j.position != null ? ` (position ${j.position})` : ""}…` : `${j.state}${p != null ? ` ${Math.round(100 * p)}%` : ""}`;
+      msg.textContent = j.state === "queued" ? `queued${j.position != null ? ` (position ${j.position})` : ""}…` : `${j.message || j.state}${p != null ? ` ${Math.round(100 * p)}%` : ""}`;
     });
     msg.textContent = "done";
     const top0 = result.after?.top?.[0];

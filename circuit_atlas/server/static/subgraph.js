@@ -184,7 +184,7 @@ function band(c) {
 function targetXY(c) {
   const nPos = Math.max(1, (S.meta?.tokens?.length ?? 1) - 1);
   const nB = (S.meta?.n_layers ?? 1) + 1;
-  return [80 + (c.position / nPos) * 840, 940 - (band(c) / nB) * 880];
+  return [50 + (c.position / nPos) * 900, 960 - (band(c) / nB) * 920];
 }
 
 function autoLayout(cards, edges) {
@@ -207,38 +207,49 @@ function autoLayout(cards, edges) {
     }
     return pos;
   }
-  // Force: springs along edges, repulsion, strong pull to the layer's y, weak pull to the token's x.
+  // Force: springs along edges pull linked cards together in x, a strong pull keeps each card at its layer's
+  // height, a weak one near its token's x, and collisions push overlapping cards apart (card size in layout units).
+  const cw = ((CW + 12) / Math.max(100, geom.w - 2 * geom.pad)) * 1000;
+  const ch = ((CH + 8) / Math.max(60, geom.h - 48)) * 1000;
   const P = cards.map((c) => targetXY(c).slice());
   const T = cards.map((c) => targetXY(c));
   const idx = new Map(cards.map((c, i) => [c.id, i]));
-  const E = edges.map((e) => [idx.get(e.source), idx.get(e.target)]).filter(([a, b]) => a !== undefined && b !== undefined);
+  const E = edges
+    .map((e) => [idx.get(e.source), idx.get(e.target), Math.abs(e.weight)])
+    .filter(([a, b]) => a !== undefined && b !== undefined);
+  P.forEach((p, i) => (p[0] += (i % 5) - 2)); // break ties between cards with the same target
   for (let it = 0; it < 300; it++) {
     const alpha = 1 - it / 300;
-    const F = P.map(() => [0, 0]);
-    for (let i = 0; i < P.length; i++)
-      for (let j = i + 1; j < P.length; j++) {
-        let dx = P[i][0] - P[j][0];
-        let dy = P[i][1] - P[j][1];
-        if (dx === 0 && dy === 0) dx = (i - j) * 0.5;
-        const d2 = Math.max(100, dx * dx + dy * dy);
-        const d = Math.sqrt(d2);
-        let f = 4000 / d2;
-        if (Math.abs(dx) < 150 && Math.abs(dy) < 60) f += 2; // collision: cards must not overlap
-        F[i][0] += (dx / d) * f * 10;
-        F[i][1] += (dy / d) * f * 3;
-        F[j][0] -= (dx / d) * f * 10;
-        F[j][1] -= (dy / d) * f * 3;
-      }
-    for (const [a, b] of E) {
-      const dx = P[b][0] - P[a][0];
-      F[a][0] += dx * 0.01;
-      F[b][0] -= dx * 0.01;
+    for (const [a, b, w] of E) {
+      const dx = (P[b][0] - P[a][0]) * 0.02 * Math.min(1, w * 5) * alpha;
+      P[a][0] += dx;
+      P[b][0] -= dx;
     }
     for (let i = 0; i < P.length; i++) {
-      F[i][0] += (T[i][0] - P[i][0]) * 0.02;
-      F[i][1] += (T[i][1] - P[i][1]) * 0.2;
-      P[i][0] = Math.max(40, Math.min(960, P[i][0] + F[i][0] * alpha));
-      P[i][1] = Math.max(30, Math.min(970, P[i][1] + F[i][1] * alpha));
+      P[i][0] += (T[i][0] - P[i][0]) * 0.03 * alpha;
+      P[i][1] += (T[i][1] - P[i][1]) * 0.3 * alpha;
+    }
+    for (let i = 0; i < P.length; i++)
+      for (let j = i + 1; j < P.length; j++) {
+        const dx = P[i][0] - P[j][0];
+        const dy = P[i][1] - P[j][1];
+        const ox = cw - Math.abs(dx);
+        const oy = ch - Math.abs(dy);
+        if (ox <= 0 || oy <= 0) continue;
+        // Resolve along the axis needing the smaller move (y moves cost more: layers should stay put).
+        if (ox < oy * 2.5) {
+          const s = (dx >= 0 ? 1 : -1) * ox * 0.5;
+          P[i][0] += s;
+          P[j][0] -= s;
+        } else {
+          const s = (dy >= 0 ? 1 : -1) * oy * 0.5;
+          P[i][1] += s;
+          P[j][1] -= s;
+        }
+      }
+    for (const p of P) {
+      p[0] = Math.max(0, Math.min(1000, p[0]));
+      p[1] = Math.max(0, Math.min(1000, p[1]));
     }
   }
   cards.forEach((c, i) => (pos[c.id] = P[i]));
