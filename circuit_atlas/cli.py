@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="trace the two-hop prompt on the built-in demo model")
     demo.add_argument("--out-dir", default="circuit-atlas-demo", help="where to write the demo's files")
     demo.set_defaults(func=cmd_demo)
+    from .server.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
