@@ -364,7 +364,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         if old is None:
             raise NotFound(f"graph {gid!r} has no state version {version}")
         data = {k: old[k] for k in labels.DEFAULT_STATE}
-        return labels.put_state(session, gid, data, None, _client(request, {}))
+        return labels.put_state(session, gid, data, None, _client(request, {}), replace=True)
 
     # --- sharing -----------------------------------------------------------------------
     @app.post("/api/graphs/{gid}/views", status_code=201)

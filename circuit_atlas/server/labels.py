@@ -28,7 +28,7 @@ from .nodes import NodeTable
 SCOPES = ("node", "graph", "feature")
 MAX_LABEL = 2000
 WRITE_LOCK = threading.Lock()
-DEFAULT_STATE = {"pinned": [], "supernodes": [], "positions": {}, "notes": {}, "node_threshold": None,
+DEFAULT_STATE = {"pinned": [], "supernodes": [], "positions": {}, "notes": {}, "node_threshold": None, "clicked": None, "sg_pos": "",
                  "edge_threshold": None}  # fmt: skip
 
 
@@ -178,13 +178,15 @@ def merge(base: dict, cur: dict, patch: dict) -> dict:
     return out
 
 
-def put_state(session: Session, gid: str, patch: dict, base_version: int | None, client: str | None) -> dict:
+def put_state(session: Session, gid: str, patch: dict, base_version: int | None, client: str | None,
+              replace: bool = False) -> dict:  # fmt: skip
+    """A new state version: `patch` merged into the current one (replace=True: exactly `patch`, for restore)."""
     with WRITE_LOCK:
         cur = get_state(session, gid)
         base = cur if base_version is None else state_at(session, gid, base_version)
         if base is None:
             raise ValueError(f"base_version {base_version} does not exist (current version is {cur['version']})")
-        data = merge(base, cur, patch)
+        data = {k: patch.get(k, v) for k, v in DEFAULT_STATE.items()} if replace else merge(base, cur, patch)
         row = StateRow(graph_id=gid, version=cur["version"] + 1, data=data, client=client, at=time.time())
         session.add(row)
         session.commit()
