@@ -96,6 +96,15 @@ export function setThreshold(v) {
   });
   emit("threshold");
 }
+/** Show every node the server has: both thresholds to 1. */
+export function revealAll() {
+  mutate(() => {
+    S.nodeThreshold = 1;
+    S.edgeThreshold = 1;
+  });
+  emit("threshold");
+}
+
 on("threshold", () => {
   clearTimeout(thresholdTimer);
   thresholdTimer = setTimeout(() => loadView(), 250);

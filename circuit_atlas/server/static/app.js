@@ -1,7 +1,7 @@
 // Entry point: routing (/ = library, /graphs/{id}, /v/{code}, Neuronpedia-style long URLs), opening a graph,
 // and the top bar. Panels are separate modules that listen to the store in state.js.
 
-import { clearPins, group, loadView, setThreshold, togglePin } from "./actions.js";
+import { clearPins, group, loadView, revealAll, setThreshold, togglePin } from "./actions.js";
 import { api, enc } from "./api.js";
 import * as connections from "./connections.js";
 import * as detail from "./detail.js";
@@ -181,7 +181,7 @@ function wireTopbar() {
     $("prune-value").textContent = Number(e.target.value).toFixed(2);
     setThreshold(Number(e.target.value));
   });
-  $("reveal").addEventListener("click", () => setThreshold(1));
+  $("reveal").addEventListener("click", revealAll);
   on("threshold", syncPrune);
   on("view", () => {
     const hc = $("hidden-count");

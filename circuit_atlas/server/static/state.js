@@ -109,6 +109,7 @@ function snapshot() {
     positions: S.positions,
     notes: S.notes,
     node_threshold: S.nodeThreshold,
+    edge_threshold: S.edgeThreshold,
   });
 }
 function restore(snap) {
@@ -117,8 +118,9 @@ function restore(snap) {
   S.supernodes = s.supernodes;
   S.positions = s.positions;
   S.notes = s.notes;
-  const thresholdChanged = s.node_threshold !== S.nodeThreshold;
+  const thresholdChanged = s.node_threshold !== S.nodeThreshold || s.edge_threshold !== S.edgeThreshold;
   S.nodeThreshold = s.node_threshold;
+  S.edgeThreshold = s.edge_threshold;
   emit("pins");
   if (thresholdChanged) emit("threshold");
 }
