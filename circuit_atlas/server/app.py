@@ -51,7 +51,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     Sessions = sessions(engine)
     cache = views.GraphCache(data_dir, config.cache_graphs)
 
-    app = FastAPI(title="circuit-atlas graph server", version=VERSION,
+    app = FastAPI(title="circuit-atlas graph server", version=VERSION, redirect_slashes=False,
                   description="A self-hosted library of attribution graphs: views by query, labels, supernodes, "
                               "saved views, share links and live jobs. The contract is notes/api.md.")  # fmt: skip
     app.state.config, app.state.engine, app.state.sessions, app.state.cache = config, engine, Sessions, cache
