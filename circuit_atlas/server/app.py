@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -23,22 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from . import exporting, labels, library, sharing, views
 from .config import ServerConfig
 from .db import GraphRow, ViewRow, make_engine, sessions, upgrade
+from .deps import DB, NotFound
 from .security import SAFE_ID, GuardMiddleware, safe_child
 
 STATIC = Path(__file__).parent / "static"
 VERSION = "1"
-
-
-class NotFound(Exception):
-    pass
-
-
-def _db(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
-        yield session
-
-
-DB = Annotated[Session, Depends(_db)]
 
 
 def create_app(config: ServerConfig) -> FastAPI:

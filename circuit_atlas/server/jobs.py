@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from .db import GraphRow, JobRow
+from .deps import DB, NotFound
 
 FINAL = ("done", "failed", "cancelled")
 MAX_NEW_TOKENS = 64
@@ -78,14 +79,14 @@ def _install_progress_hook() -> None:
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self._done = 0
+            self._done, self._total, self._desc = 0, kwargs.get("total") or 0, kwargs.get("desc") or "rows"
 
         def update(self, n=1):
             out = super().update(n)
             self._done += n or 0
             job = getattr(_local, "job", None)
             if job is not None:
-                job.report(self._done, self.total or 0, f"{self.desc}: {self._done}/{self.total}")
+                job.report(self._done, self._total, f"{self._desc}: {self._done}/{self._total}")
             return out
 
     attribute_module.tqdm = ReportingBar
@@ -288,7 +289,7 @@ def run_intervention(queue: JobQueue, job: Job) -> dict:
             raise ValueError(f"{node_id} is a {nt.kinds[i]} node; only features can be set or scaled")
         return Feature(nt.layer[i], nt.position[i], nt.feature[i])
 
-    edits = []
+    edits, generated_edits = [], []  # generated-token edits only apply when generating
     for spec in r["interventions"]:
         members = spec.get("supernode") or [spec["node"]]
         for f in map(feature_of, members):
@@ -297,7 +298,7 @@ def run_intervention(queue: JobQueue, job: Job) -> dict:
             for p in positions:
                 edits.append(Intervention((f.layer, f.index), position=int(p), **kw))
             if spec.get("generated") and n_new > 1:
-                edits.append(Intervention((f.layer, f.index), position=slice(T, None), **kw))
+                generated_edits.append(Intervention((f.layer, f.index), position=slice(T, None), **kw))
     job.report(1, 4, "running the prompt before and after")
     before = model.intervene(prompt, [], mode=r["mode"])
     after = model.intervene(prompt, edits, mode=r["mode"])
@@ -327,7 +328,7 @@ def run_intervention(queue: JobQueue, job: Job) -> dict:
         gen_kw = {"max_new_tokens": n_new, "temperature": r["temperature"], "seed": r["seed"], "mode": r["mode"]}
         result["generation_before"] = model.generate(prompt, [], **gen_kw).text
         job.report(3, 4, f"generating {n_new} tokens after")
-        result["generation_after"] = model.generate(prompt, edits, **gen_kw).text
+        result["generation_after"] = model.generate(prompt, edits + generated_edits, **gen_kw).text
     else:
         result["generation_before"] = result["generation_after"] = None
     job.report(4, 4, "done")
@@ -377,15 +378,11 @@ def check_intervention(body: dict, graph_row) -> dict:
 
 
 def add_job_routes(app: FastAPI, graph_row) -> None:
-    from .app import DB
-
     queue: JobQueue = app.state.jobs
 
     def get_job(jid: str) -> Job:
         job = queue.jobs.get(jid)
         if job is None:
-            from .app import NotFound
-
             raise NotFound(f"no job {jid!r} (jobs live while the server runs)")
         return job
 
@@ -433,6 +430,17 @@ def add_job_routes(app: FastAPI, graph_row) -> None:
                 await asyncio.sleep(0.05)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/graphs/{gid}/runs")
+    def runs(session: DB, gid: str) -> list[dict]:
+        """Finished interventions on this graph, newest first (request + result), kept in the database."""
+        from sqlalchemy import select
+
+        graph_row(session, gid)
+        rows = session.scalars(select(JobRow).where(JobRow.graph_id == gid, JobRow.kind == "intervene",
+                                                    JobRow.state == "done").order_by(JobRow.created.desc())).all()  # fmt: skip
+        return [{"job": r.id, "created": r.created, "finished": r.finished, "request": r.request, "result": r.result}
+                for r in rows]  # fmt: skip
 
     @app.get("/api/models")
     def models() -> dict:
