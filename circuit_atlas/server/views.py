@@ -39,7 +39,10 @@ class LoadedGraph:
             if key not in self.pruned:
                 if len(self.pruned) > 64:
                     self.pruned.clear()
-                self.pruned[key] = prune(self.sparse, self.influence, *key)
+                if key == (1.0, 1.0):  # "reveal all": every node and edge, even those with no influence
+                    self.pruned[key] = (np.ones(self.sparse.n, dtype=bool), np.ones(self.sparse.t.size, dtype=bool))
+                else:
+                    self.pruned[key] = prune(self.sparse, self.influence, *key)
             return self.pruned[key]
 
 
