@@ -42,3 +42,24 @@ def features(pg, k: int) -> list[str]:
 def wait_saved(pg) -> None:
     pg.evaluate("window.atlas.flushSave()")
     pg.wait_for_function("document.getElementById('save-status').textContent === 'saved'")
+
+
+def pin_three_group_two(page, label="Texas"):
+    ids = features(page, 3)
+    for i in ids:
+        x, y = node_xy(page, i)
+        page.keyboard.down("Control")
+        page.mouse.click(x, y)
+        page.keyboard.up("Control")
+    page.wait_for_function("n => window.atlas.S.pinned.length === n", arg=3)
+    page.keyboard.down("g")
+    for i in ids[:2]:
+        page.mouse.click(*card_xy(page, i))
+    page.keyboard.up("g")
+    page.wait_for_function("window.atlas.S.supernodes.length === 1")
+    # Click the supernode's name to rename it.
+    page.locator("#sg-svg g.card.supernode text.sn-label").dispatch_event("mousedown")
+    page.fill(".sg-label-input", label)
+    page.keyboard.press("Enter")
+    page.wait_for_function("l => window.atlas.S.supernodes[0][0] === l", arg=label)
+    return ids

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from viewer.kit import PROMPT, card_xy, features, node_xy, open_graph, shot, wait_saved
+from viewer.kit import PROMPT, card_xy, features, node_xy, open_graph, pin_three_group_two, shot, wait_saved
 
 
 def test_library_lists_and_opens_a_graph(page, server, graph):
@@ -62,27 +62,6 @@ def test_hover_and_click_update_connections_and_detail(page, server, graph):
 def empty_spot(page):
     box = page.locator("#lg-body").bounding_box()
     return box["x"] + 3, box["y"] + 3
-
-
-def pin_three_group_two(page, label="Texas"):
-    ids = features(page, 3)
-    for i in ids:
-        x, y = node_xy(page, i)
-        page.keyboard.down("Control")
-        page.mouse.click(x, y)
-        page.keyboard.up("Control")
-    page.wait_for_function("n => window.atlas.S.pinned.length === n", arg=3)
-    page.keyboard.down("g")
-    for i in ids[:2]:
-        page.mouse.click(*card_xy(page, i))
-    page.keyboard.up("g")
-    page.wait_for_function("window.atlas.S.supernodes.length === 1")
-    # Click the supernode's name to rename it.
-    page.locator("#sg-svg g.card.supernode text.sn-label").dispatch_event("mousedown")
-    page.fill(".sg-label-input", label)
-    page.keyboard.press("Enter")
-    page.wait_for_function("l => window.atlas.S.supernodes[0][0] === l", arg=label)
-    return ids
 
 
 def test_pin_group_label_persist_across_reload(page, server, graph):

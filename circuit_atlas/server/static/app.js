@@ -100,12 +100,16 @@ export async function openGraph(id, { params = null, view = null, code = null } 
   S.edgeThreshold = meta.edge_threshold ?? 0.98;
   $("graph-title").textContent = `${meta.name || meta.id} — ${meta.prompt ?? ""}`;
   document.title = `circuit-atlas · ${meta.name || meta.id}`;
-  const [st, labels] = await Promise.all([
+  const [st, labels, runs] = await Promise.all([
     api.get(`/api/graphs/${enc(id)}/state`).catch(() => ({})),
     api.get(`/api/graphs/${enc(id)}/labels`).catch(() => ({})),
+    api.get(`/api/graphs/${enc(id)}/runs`).catch(() => []),
   ]);
   S.labels = labels || {};
   applyServerState(st || {});
+  S.steerRuns = (runs || [])
+    .map((r) => ({ at: isoTime(r.finished ?? r.created), request: r.request, result: r.result, summary: steer.runSummary(r.request, r.result) }))
+    .reverse();
   if (view) {
     applyServerState({ ...view, version: S.version });
     for (const [nid, text] of Object.entries(view.labels || {})) {
@@ -118,12 +122,24 @@ export async function openGraph(id, { params = null, view = null, code = null } 
     a.textContent = " Open the graph";
     $("banner").append(a);
   }
+  if (!view && meta.view_code) {
+    banner("This file carried a saved view (its pins, groups and labels).");
+    const a = document.createElement("a");
+    a.href = `/v/${enc(meta.view_code)}`;
+    a.textContent = " Open it";
+    $("banner").append(a);
+  }
   if (params && (params.get("pinnedIds") || params.get("supernodes") || params.get("clerps"))) await applyLongUrl(params);
   syncPrune();
   await loadView();
   emit("pins");
   emit("history");
   if (params?.get("clickedId") && S.byId.has(params.get("clickedId"))) select(params.get("clickedId"));
+}
+
+function isoTime(t) {
+  const d = typeof t === "number" ? new Date(t * 1000) : new Date(t);
+  return Number.isNaN(d.getTime()) ? "" : d.toISOString();
 }
 
 /** Neuronpedia / circuit-tracer URL state: pinnedIds, supernodes, clerps, pruningThreshold. */

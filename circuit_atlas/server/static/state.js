@@ -20,7 +20,7 @@ export const S = {
   supernodes: [], // [[label, id, id, ...], ...]
   positions: {}, // subgraph card id -> [x, y] on a 0..1000 scale
   notes: {},
-  steerRuns: [],
+  steerRuns: [], // finished interventions on this graph, oldest first (the server keeps them: GET .../runs)
   nodeThreshold: 0.8,
   edgeThreshold: 0.98,
   version: null,
@@ -198,34 +198,12 @@ export function flushSave() {
   }
   return saving;
 }
-// Notes are strings of at most 10,000 characters on the server: keep the newest runs that fit, compactly.
-function packRuns(runs) {
-  const compact = runs.map((r) => ({
-    at: r.at,
-    summary: r.summary,
-    request: r.request,
-    result: {
-      before: r.result?.before,
-      after: r.result?.after,
-      generation_before: r.result?.generation_before,
-      generation_after: r.result?.generation_after,
-      supernodes: r.result?.supernodes,
-      nodes: (r.result?.nodes || []).slice(0, 20),
-    },
-  }));
-  for (let k = compact.length; k > 0; k--) {
-    const s = JSON.stringify(compact.slice(-k));
-    if (s.length <= 9500) return s;
-  }
-  return null;
-}
-
 function statePayload() {
   return {
     pinned: S.pinned,
     supernodes: S.supernodes,
     positions: S.positions,
-    notes: { ...S.notes, steer_runs: packRuns(S.steerRuns) },
+    notes: S.notes,
     node_threshold: S.nodeThreshold,
     edge_threshold: S.edgeThreshold,
   };
@@ -259,18 +237,7 @@ export function applyServerState(st) {
   S.pinned = st.pinned || [];
   S.supernodes = st.supernodes || [];
   S.positions = st.positions || {};
-  const notes = { ...(st.notes || {}) };
-  let runs = notes.steer_runs;
-  if (typeof runs === "string") {
-    try {
-      runs = JSON.parse(runs);
-    } catch {
-      runs = [];
-    }
-  }
-  S.steerRuns = Array.isArray(runs) ? runs : [];
-  delete notes.steer_runs;
-  S.notes = notes;
+  S.notes = { ...(st.notes || {}) };
   if (typeof st.node_threshold === "number") S.nodeThreshold = st.node_threshold;
   if (typeof st.edge_threshold === "number") S.edgeThreshold = st.edge_threshold;
   S.version = st.version ?? null;

@@ -4,7 +4,7 @@
 
 import { api, waitJob } from "./api.js";
 import { guessPair, modelPairs } from "./models.js";
-import { S, emit, groupOf, mutate, on, shortId, tokenAt } from "./state.js";
+import { S, emit, groupOf, on, shortId, tokenAt } from "./state.js";
 
 let bodyEl;
 const rowState = new Map(); // row key -> {on, mode, value, where, generated, grid: {pos: value}, gen}
@@ -108,13 +108,13 @@ function render() {
     S.steerRuns
       .slice()
       .reverse()
-      .forEach((run, j) => {
+      .slice(0, 20)
+      .forEach((run) => {
         const b = el("button", "", `${run.at?.slice(11, 19) || ""} ${run.summary || ""}`);
         b.style.display = "block";
         b.style.textAlign = "left";
         b.addEventListener("click", () => showResult(run));
         hist.append(b);
-        if (j > 20) return;
       });
     frag.append(hist);
   }
@@ -265,17 +265,10 @@ async function go(msg, btn) {
       msg.textContent = j.state === "queued" ? `queued${j.position != null ? ` (position ${j.position})` : ""}…` : `${j.message || j.state}${p != null ? ` ${Math.round(100 * p)}%` : ""}`;
     });
     msg.textContent = "done";
-    const top0 = result.after?.top?.[0];
-    const run = {
-      at: new Date().toISOString(),
-      request: body,
-      result,
-      summary: `${ivs.length} intervention(s) → ${top0 ? JSON.stringify(top0.token) : "?"}`,
-    };
+    const run = { at: new Date().toISOString(), request: body, result, summary: runSummary(body, result) };
     shown = run;
-    mutate(() => {
-      S.steerRuns = [...S.steerRuns, run].slice(-30);
-    });
+    S.steerRuns = [...S.steerRuns, run]; // the server keeps the run with the graph (GET /api/graphs/{id}/runs)
+    render();
     showResult(run);
   } catch (e) {
     msg.textContent = `Steer failed: ${e.message}`;
@@ -319,6 +312,12 @@ function showResult(run, redraw = true) {
   frag.append(el("h5", "", "Generation after"), after);
   box.replaceChildren(frag);
   if (redraw) emit("steer-result", r);
+}
+
+export function runSummary(request, result) {
+  const n = request?.interventions?.length ?? 0;
+  const top0 = result?.after?.top?.[0];
+  return `${n} intervention(s) → ${top0 ? JSON.stringify(top0.token) : "?"}`;
 }
 
 export function prompt() {

@@ -361,7 +361,8 @@ export function draw() {
       const mx = x1 + dx * 0.5;
       const my = y1 + dy * 0.5;
       const tx = mk("text", { x: mx + 6, y: my, "font-size": 10, fill: edgeColor(e.weight), "font-family": "system-ui, sans-serif" }, eg);
-      tx.textContent = `${signMark(e.weight)}${Math.abs(e.weight).toFixed(2)}`;
+      const a = Math.abs(e.weight);
+      tx.textContent = `${signMark(e.weight)}${a >= 0.01 ? a.toFixed(2) : a.toPrecision(2)}`;
     }
   }
   const cg = mk("g", { class: "cards" }, svg);
