@@ -153,7 +153,7 @@ def cmd_intervene(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out_dir))
+    return run_demo(Path(args.out_dir), serve=not args.no_serve, port=args.port)
 
 
 def cmd_zoo(args) -> int:
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="trace the two-hop prompt on the built-in demo model")
     demo.add_argument("--out-dir", default="circuit-atlas-demo", help="where to write the demo's files")
+    demo.add_argument("--no-serve", action="store_true", help="import the graph but do not start the server (CI)")
+    demo.add_argument("--port", type=int, default=8765, help="port of the graph server the demo ends with [8765]")
     demo.set_defaults(func=cmd_demo)
     from .server.cli import add_parser as add_serve_parser
 
