@@ -234,7 +234,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         nt = _threshold(node_threshold, row.meta.get("node_threshold", 0.8), "node_threshold")
         et = _threshold(edge_threshold, row.meta.get("edge_threshold", 0.98), "edge_threshold")
         keep_idx = [node_index(lg, k) for k in keep.split(",") if k.strip()]
-        return views.pruned_view(lg, nt, et, keep_idx, current_labels(session, row, lg))
+        return JSONResponse(views.pruned_view(lg, nt, et, keep_idx, current_labels(session, row, lg)))  # no re-encoding
 
     @app.get("/api/graphs/{gid}/nodes/{node}/edges")
     def edges(session: DB, gid: str, node: str, direction: str = "in", k: int = Query(50, ge=1, le=10000)) -> dict:
@@ -243,8 +243,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         row, lg = loaded(session, gid)
         i = node_index(lg, node)
         labs = current_labels(session, row, lg)
-        return {"node": views.node_json(lg, i, labs), "direction": direction,
-                "edges": views.node_edges(lg, i, direction, k, labs)}  # fmt: skip
+        return JSONResponse({"node": views.node_json(lg, i, labs), "direction": direction,
+                             "edges": views.node_edges(lg, i, direction, k, labs)})  # fmt: skip
 
     @app.post("/api/graphs/{gid}/subgraph")
     def subgraph(gid: str, body: dict, session: DB) -> dict:
@@ -252,8 +252,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         state, _ = sharing.normalize_state(lg.nodes, {k: body.get(k, []) for k in ("pinned", "supernodes")})
         idx = lg.nodes.index
         groups = [(g[0], [idx[x] for x in g[1:]]) for g in state["supernodes"]]
-        return views.subgraph(lg, [idx[x] for x in state["pinned"]], groups, current_labels(session, row, lg),
-                              row.meta.get("scores"))  # fmt: skip
+        return JSONResponse(views.subgraph(lg, [idx[x] for x in state["pinned"]], groups,
+                                           current_labels(session, row, lg), row.meta.get("scores")))  # fmt: skip
 
     @app.get("/api/graphs/{gid}/search")
     def search_nodes(session: DB, gid: str, q: str, limit: int = Query(50, ge=1, le=1000)):

@@ -125,3 +125,28 @@ def test_failed_import_stores_nothing(server):
         assert r.status_code == 422 and "safetensors" in r.json()["detail"]
         assert c.get("/api/graphs").json() == before
         assert sorted((server.data / "graphs").iterdir()) == files
+
+
+def test_newer_error_ids_import_the_same(server):
+    """circuit-tracer's newer error id `{layer}_-1_{pos}` reads like the older `0_{layer}_{pos}`."""
+    path = REAL / "circuit_tracer_local" / "dallas-austin-topk" / "dallas-austin.json"
+    data = json.loads(path.read_text())
+    newer = json.loads(path.read_text())
+    renamed = {}
+    for n in newer["nodes"]:
+        if "error" in n["feature_type"]:
+            renamed[n["node_id"]] = f"{n['layer']}_-1_{n['ctx_idx']}"
+            n["node_id"] = renamed[n["node_id"]]
+    for link in newer["links"]:
+        link["source"] = renamed.get(link["source"], link["source"])
+        link["target"] = renamed.get(link["target"], link["target"])
+    assert renamed
+    with server.client() as c:
+        views = []
+        for d in (data, newer):
+            gid = c.post("/api/graphs", json=d).json()["id"]
+            v = c.get(f"/api/graphs/{gid}/view", params={"node_threshold": 1, "edge_threshold": 1}).json()
+            views.append(({n["id"] for n in v["nodes"]}, {(l["source"], l["target"], l["weight"]) for l in v["links"]}))
+            err = next(iter(renamed.values()))
+            assert c.get(f"/api/graphs/{gid}/nodes/{err}/edges", params={"direction": "out"}).status_code == 200
+        assert views[0] == views[1]
