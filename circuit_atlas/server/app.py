@@ -101,7 +101,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     # --- library -----------------------------------------------------------------------
     @app.get("/api/health")
     def health() -> dict:
-        return {"status": "ok", "version": VERSION, "protected": config.protected, "public_reads": config.public_reads}
+        return {"status": "ok", "version": VERSION, "protected": config.protected, "public_reads": config.public_reads,
+                "limits": {"max_request_bytes": config.max_request_kb * 1024,
+                           "max_upload_bytes": config.max_upload_mb * 1024 * 1024,
+                           "job_concurrency": config.job_concurrency}}  # fmt: skip
 
     def _store(graph, name, tags, source, session) -> dict:
         row = library.store_graph(session, data_dir, graph, name=name, tags=tags, source=source)

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from serverkit import REAL, upload
 
-REAL_FILES = sorted(p for p in REAL.glob("*/*.json") if p.parent.name != "schemas")
+REAL_FILES = sorted(p for p in REAL.rglob("*.json") if p.parent.name != "schemas" and p.name != "graph-metadata.json")
 SCHEMA = json.loads((REAL / "schemas" / "graph-schema.json").read_text())
 
 
