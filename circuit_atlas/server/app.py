@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from . import exporting, labels, library, sharing, views
+from .apidocs import add_docs
 from .config import ServerConfig
 from .db import GraphRow, ViewRow, make_engine, sessions, upgrade
 from .deps import DB, NotFound
@@ -39,7 +40,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     Sessions = sessions(engine)
     cache = views.GraphCache(data_dir, config.cache_graphs)
 
-    app = FastAPI(title="circuit-atlas graph server", version=VERSION, redirect_slashes=False,
+    app = FastAPI(title="circuit-atlas graph server", version=VERSION, redirect_slashes=False, docs_url=None,
                   description="A self-hosted library of attribution graphs: views by query, labels, supernodes, "
                               "saved views, share links and live jobs. The contract is notes/api.md.")  # fmt: skip
     app.state.config, app.state.engine, app.state.sessions, app.state.cache = config, engine, Sessions, cache
@@ -409,6 +410,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         raise NotFound(f"no dashboard for feature {layer}/{index} of {transcoders!r}: dashboards are not built yet")
 
     add_job_routes(app, graph_row)
+    add_docs(app)
 
     # --- the page ----------------------------------------------------------------------
     def page() -> Response:

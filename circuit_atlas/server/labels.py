@@ -88,15 +88,19 @@ def put_label(session: Session, gid: str, transcoders: str, nodes: NodeTable, i:
         if len(text) > MAX_LABEL:
             raise ValueError(f"text is {len(text)} characters; labels hold at most {MAX_LABEL}")
     scope_key, node_key = _key(scope, gid, transcoders, nodes, i)
-    with WRITE_LOCK:
-        cur = latest(session, scope, scope_key, node_key)
-        if base_version is not None and (cur.id if cur else 0) != base_version:
-            raise Conflict(f"the {scope} label of {nodes.ids[i]} changed since version {base_version} "
-                           f"(now {cur.id if cur else 0}); reload it and retry", _label_json(cur) if cur else None)  # fmt: skip
-        row = LabelRow(scope=scope, scope_key=scope_key, node_key=node_key, graph_id=gid, node_id=nodes.ids[i],
-                       text=text, client=client, at=time.time())  # fmt: skip
+    row = LabelRow(scope=scope, scope_key=scope_key, node_key=node_key, graph_id=gid, node_id=nodes.ids[i],
+                   text=text, client=client, at=time.time())  # fmt: skip
+    if base_version is None:  # a plain edit only appends: no read, no lock (the row id orders concurrent edits)
         session.add(row)
         session.commit()
+    else:
+        with WRITE_LOCK:  # check-then-append must not interleave with another checked edit
+            cur = latest(session, scope, scope_key, node_key)
+            if (cur.id if cur else 0) != base_version:
+                raise Conflict(f"the {scope} label of {nodes.ids[i]} changed since version {base_version} "
+                               f"(now {cur.id if cur else 0}); reload it and retry", _label_json(cur) if cur else None)  # fmt: skip
+            session.add(row)
+            session.commit()
     return _label_json(row) | {"node": nodes.ids[i], "auto_label": nodes.auto_labels[i]}
 
 
