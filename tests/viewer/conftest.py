@@ -57,6 +57,7 @@ class Guarded:
         self.outside: list[str] = []
         self.errors: list[str] = []
         self.ctx = browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+        self.ctx.set_default_timeout(60_000)  # the CI machine may be shared: waits are for events, not for speed
         self.ctx.route("**/*", self._route)
 
     def _route(self, route):

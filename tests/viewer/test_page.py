@@ -75,6 +75,9 @@ def test_pin_group_label_persist_across_reload(page, server, graph):
     page.select_option("#detail-body select", "node")
     page.click("#detail-body button.primary")
     page.wait_for_selector("#detail-body .label-text >> text=says Austin")
+    page.fill("#detail-body [data-role=note]", "fires on the answer position")
+    page.locator("#detail-body [data-role=note]").blur()
+    page.wait_for_function("id => window.atlas.S.notes[id] === 'fires on the answer position'", arg=ids[2])
     wait_saved(page)
     shot(page, "subgraph")
     page.reload()
@@ -89,6 +92,9 @@ def test_pin_group_label_persist_across_reload(page, server, graph):
         labels = c.get(f"/api/graphs/{graph['id']}/labels").json()
     assert sorted(st["pinned"]) == sorted(ids) and st["supernodes"] == [["Texas", *ids[:2]]]
     assert labels[ids[2]]["text"] == "says Austin"
+    assert st["notes"] == {ids[2]: "fires on the answer position"}
+    page.mouse.click(*card_xy(page, ids[2]))
+    assert page.input_value("#detail-body [data-role=note]") == "fires on the answer position"
 
 
 def test_dragged_card_position_is_saved(page, server, graph):

@@ -2,13 +2,14 @@
 // underneath; edit / revert), activation, and the feature's dashboard from the server when one is built.
 
 import { api, enc } from "./api.js";
-import { S, layerName, nodeLabel, on, revertLabel, shortId, tokenAt, writeLabel } from "./state.js";
+import { S, layerName, mutate, nodeLabel, on, revertLabel, shortId, tokenAt, writeLabel } from "./state.js";
 
 let bodyEl;
 let editing = null; // node id whose label is being edited: hover does not move the panel meanwhile
 const cache = new Map(); // dashboard key -> {data} | {error}
 let timer = null;
 let shownId = null;
+let noteFocus = null; // id shown while its note is being typed
 
 export function init() {
   bodyEl = document.getElementById("detail-body");
@@ -20,13 +21,14 @@ export function init() {
 
 function target() {
   if (editing) return editing;
+  if (noteFocus) return noteFocus;
   return S.hovered || S.selected;
 }
 
 function schedule(now = false) {
   clearTimeout(timer);
   if (now) render();
-  else timer = setTimeout(render, 40);
+  else timer = setTimeout(render, 0);
 }
 
 function el(tag, cls, text) {
@@ -68,7 +70,7 @@ function render(force = false) {
       (n.influence != null ? ` · influence ${Number(n.influence).toFixed(4)}` : "") +
       (n.cumulative != null ? ` · cumulative ${Number(n.cumulative).toFixed(3)}` : ""),
   );
-  frag.append(head, sub, labelBox(n));
+  frag.append(head, sub, labelBox(n), notesBox(n.id));
   if (n.kind === "error") {
     const share = n.error_share ?? n.error_fraction;
     frag.append(
@@ -181,8 +183,39 @@ function renderSupernode(i) {
     const n = S.byId.get(m);
     ul.append(el("li", "", n ? `${n.label || shortId(n)} — ${layerName(n)} · ${n.position}` : m));
   }
-  frag.append(ul);
+  frag.append(ul, notesBox(`sn:${g.slice(1).join(",")}`));
   bodyEl.replaceChildren(frag);
+}
+
+/** A free-text note on a node or supernode, autosaved with the working state (undoable). */
+function notesBox(key) {
+  const ta = el("textarea");
+  ta.rows = 2;
+  ta.placeholder = "note (autosaved)";
+  ta.style.width = "100%";
+  ta.dataset.role = "note";
+  ta.value = S.notes[key] || "";
+  let t = null;
+  const save = () => {
+    const v = ta.value.trim();
+    if ((S.notes[key] || "") === v) return;
+    mutate(() => {
+      const notes = { ...S.notes };
+      if (v) notes[key] = v.slice(0, 10000);
+      else delete notes[key];
+      S.notes = notes;
+    });
+  };
+  ta.addEventListener("input", () => {
+    clearTimeout(t);
+    t = setTimeout(save, 400);
+  });
+  ta.addEventListener("blur", save);
+  // While typing a note, hovering elsewhere does not swap the panel away.
+  ta.addEventListener("focus", () => (noteFocus = shownId));
+  ta.addEventListener("blur", () => (noteFocus = null));
+  ta.addEventListener("keydown", (e) => e.stopPropagation());
+  return ta;
 }
 
 async function embeddingEffects(n, box) {

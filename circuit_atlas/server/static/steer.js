@@ -9,6 +9,7 @@ import { S, emit, groupOf, on, shortId, tokenAt } from "./state.js";
 let bodyEl;
 const rowState = new Map(); // row key -> {on, mode, value, where, generated, grid: {pos: value}, gen}
 let shown = null; // run shown in the result box
+let lastMsg = { text: "", error: false }; // survives re-renders of the panel
 
 export function init() {
   bodyEl = document.getElementById("steer-body");
@@ -97,6 +98,8 @@ function render() {
   run.disabled = !list.length;
   const msg = el("div", "msg");
   msg.id = "steer-msg";
+  msg.textContent = lastMsg.text;
+  if (lastMsg.error) msg.classList.add("error");
   run.addEventListener("click", () => go(msg, run));
   frag.append(opts, run, msg);
   const res = el("div", "");
@@ -262,19 +265,23 @@ async function go(msg, btn) {
     const { job } = await api.post("/api/jobs/intervene", body);
     const result = await waitJob(job, (j) => {
       const p = typeof j.progress === "number" ? j.progress : j.progress?.fraction;
-      msg.textContent = j.state === "queued" ? `queued${j.position != null ? ` (position ${j.position})` : ""}…` : `${j.message || j.state}${p != null ? ` ${Math.round(100 * p)}%` : ""}`;
+      lastMsg = { text: "", error: false };
+      (document.getElementById("steer-msg") || msg).textContent = j.state === "queued" ? `queued${j.position != null ? ` (position ${j.position})` : ""}…` : `${j.message || j.state}${p != null ? ` ${Math.round(100 * p)}%` : ""}`;
     });
-    msg.textContent = "done";
     const run = { at: new Date().toISOString(), request: body, result, summary: runSummary(body, result) };
     shown = run;
     S.steerRuns = [...S.steerRuns, run]; // the server keeps the run with the graph (GET /api/graphs/{id}/runs)
+    lastMsg = { text: "done", error: false };
     render();
     showResult(run);
   } catch (e) {
-    msg.textContent = `Steer failed: ${e.message}`;
-    msg.classList.add("error");
+    lastMsg = { text: `Steer failed: ${e.message}`, error: true };
+    const m = document.getElementById("steer-msg");
+    m.textContent = lastMsg.text;
+    m.classList.add("error");
   } finally {
-    btn.disabled = false;
+    const b = document.getElementById("steer-run");
+    if (b) b.disabled = false;
   }
 }
 
