@@ -62,21 +62,20 @@ def _random_stand_in(out: Path):
 
 def _library(graph, out: Path, port: int):
     """Import the demo graph into a graph library under out/server-data (once; re-runs reuse it)."""
+    from sqlalchemy import select
+
     from .server.app import create_app
     from .server.config import ServerConfig
     from .server.db import GraphRow
 
     app = create_app(ServerConfig(data=str(out / "server-data"), port=port))
-    with app.state.sessions() as session:
+    with app.state.sessions() as session:  # a re-run finds the graph an earlier run imported
+        earlier = session.scalars(
+            select(GraphRow).where(GraphRow.name == "demo-two-hop", GraphRow.source == "demo")
+        ).first()
+        if earlier is not None:
+            return app, earlier.id
         entry = app.state.store(graph, "demo-two-hop", ["demo"], "demo", session)
-        same = [r for r in session.query(GraphRow).filter(GraphRow.name == "demo-two-hop").all() if r.id != entry["id"]]
-        row = session.get(GraphRow, entry["id"])
-        if any(r.sha256 == row.sha256 for r in same):  # already imported by an earlier run: keep that one
-            from .server.library import delete_graph
-
-            delete_graph(session, app.state.config.data_dir, row)
-            session.commit()
-            entry = {"id": next(r.id for r in same if r.sha256 == row.sha256)}
     return app, entry["id"]
 
 

@@ -107,9 +107,10 @@ def create_app(config: ServerConfig) -> FastAPI:
                            "max_upload_bytes": config.max_upload_mb * 1024 * 1024,
                            "job_concurrency": config.job_concurrency}}  # fmt: skip
 
-    def _store(graph, name, tags, source, session) -> dict:
-        row = library.store_graph(session, data_dir, graph, name=name, tags=tags, source=source)
-        initial_view(session, row, graph)
+    def _store(graph, name, tags, source, session, reuse: bool = False) -> dict:
+        row = library.store_graph(session, data_dir, graph, name=name, tags=tags, source=source, reuse=reuse)
+        if row.meta.get("view_code") is None:
+            initial_view(session, row, graph)
         session.commit()
         return library.summary(row) | {"n_links": row.n_links, "view": row.meta.get("view_code")}
 
@@ -162,16 +163,18 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise ValueError(f"path {rel!r} is not a folder inside the data folder's imports/ directory")
         return {"graphs": import_folder(session, folder)}
 
-    def import_folder(session: Session, folder: Path) -> list[dict]:
+    def import_folder(session: Session, folder: Path, reuse: bool = False) -> list[dict]:
         out = []
         for slug, path, entry, reason in library.read_graph_dir(folder):
             if path is None:
-                row = library.missing_row(session, slug, f"dir:{folder.name}", entry, reason)
+                known = library.list_graphs(session, q="") if reuse else []
+                row = next((r for r in known if r.state == "missing" and r.name == slug), None)
+                row = row or library.missing_row(session, slug, f"dir:{folder.name}", entry, reason)
                 session.commit()
                 out.append(library.summary(row))
                 continue
             graph = library.graph_from_json(json.loads(path.read_text(encoding="utf-8")))
-            out.append(_store(graph, slug, [], f"dir:{folder.name}", session))
+            out.append(_store(graph, slug, [], f"dir:{folder.name}", session, reuse=reuse))
         return out
 
     app.state.import_folder = import_folder

@@ -45,10 +45,10 @@ def import_paths(app, paths: list[str]) -> list[dict]:
         path = Path(raw).expanduser()
         with Sessions() as session:
             if path.is_dir():
-                out += app.state.import_folder(session, path)
+                out += app.state.import_folder(session, path, reuse=True)
             elif path.is_file():
                 graph, fmt = library.parse_upload(path.read_bytes(), path.name)
-                out.append(app.state.store(graph, path.stem, [], f"file:{fmt}", session))
+                out.append(app.state.store(graph, path.stem, [], f"file:{fmt}", session, reuse=True))
             else:
                 raise FileNotFoundError(f"--import {raw}: no such file or folder")
     return out
@@ -60,6 +60,7 @@ def serve(config: ServerConfig, imports: list[str] | None = None) -> int:
     from .app import create_app
 
     app = create_app(config)
+    app.state.jobs.preload()
     for entry in import_paths(app, imports if imports is not None else config.imports):
         print(f"imported {entry['name']!r} as {entry['id']} ({entry['state']})", flush=True)
     url = f"http://{config.host}:{config.port}/"

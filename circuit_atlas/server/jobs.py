@@ -123,10 +123,14 @@ class JobQueue:
         _install_progress_hook()
 
     def start(self) -> None:
+        """Start the workers (on the first job) ; caller holds self.cond."""
         for i in range(self.config.job_concurrency):
             t = threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
             t.start()
             self.workers.append(t)
+
+    def preload(self) -> None:
+        """Load the models named at `serve` time in the background, so the first job does not wait."""
         if self.config.models:
             threading.Thread(target=self._preload, daemon=True).start()
 
@@ -144,6 +148,8 @@ class JobQueue:
                          created=job.created))  # fmt: skip
             s.commit()
         with self.cond:
+            if not self.workers:
+                self.start()
             self.jobs[job.id] = job
             self.pending.append(job.id)
             job.emit("state", {"state": "queued", "position": len(self.pending)})
@@ -385,10 +391,6 @@ def add_job_routes(app: FastAPI, graph_row) -> None:
         if job is None:
             raise NotFound(f"no job {jid!r} (jobs live while the server runs)")
         return job
-
-    @app.on_event("startup")
-    def _start_workers() -> None:
-        queue.start()
 
     @app.post("/api/jobs/trace", status_code=202)
     def trace(body: dict) -> dict:

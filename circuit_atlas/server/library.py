@@ -154,9 +154,19 @@ def transcoder_set(graph: Graph) -> str:
 
 
 def store_graph(session: Session, data_dir: Path, graph: Graph, *, name: str | None = None,
-                tags: list[str] | None = None, source: str = "", model: str | None = None) -> GraphRow:  # fmt: skip
-    """Write the graph's files and rows (one transaction). Returns the committed row."""
+                tags: list[str] | None = None, source: str = "", model: str | None = None,
+                reuse: bool = False) -> GraphRow:  # fmt: skip
+    """Write the graph's files and rows (one transaction). Returns the row (flushed, not committed).
+
+    reuse=True: if a graph with the same file and name is already in the library, return it instead
+    (start-up imports and the demo run again on every start)."""
     sha, created = _write_content_addressed(graph, data_dir)
+    if reuse and not created and name:
+        same = session.scalars(
+            select(GraphRow).where(GraphRow.sha256 == sha, GraphRow.name == name.strip()[:500])
+        ).first()
+        if same is not None:
+            return same
     try:
         sparse = SparseGraph.from_graph(graph)
         influence = sparse.influence()
