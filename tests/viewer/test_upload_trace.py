@@ -15,6 +15,18 @@ GRAPHS = sorted(p for p in REAL.rglob("*.json") if "nodes" in json.loads(p.read_
 NOT_GRAPHS = sorted(p for p in REAL.rglob("*.json") if p not in GRAPHS)
 
 
+GLYPHS_DIFFER = """([a, b]) => {
+  const font = getComputedStyle(document.body).fontFamily;
+  const ink = (ch) => {
+    const c = document.createElement('canvas'); c.width = c.height = 32;
+    const x = c.getContext('2d'); x.font = `24px ${font}`; x.fillText(ch, 2, 26);
+    return Array.from(x.getImageData(0, 0, 32, 32).data.filter((_, i) => i % 4 === 3));
+  };
+  const A = ink(a), B = ink(b);
+  return A.some(v => v > 0) && A.some((v, i) => v !== B[i]);
+}"""
+
+
 def test_real_graph_files_are_found():
     assert len(GRAPHS) == 4, GRAPHS  # anthropic, two neuronpedia, one circuit-tracer local
     assert NOT_GRAPHS  # graph-metadata.json and the schemas
@@ -63,14 +75,15 @@ def test_a_file_that_is_not_a_graph_gets_the_servers_message(page, server):
 
 
 def test_trace_a_new_prompt_from_the_library(page, server):
+    """The toy world speaks Chinese too: the preview, the graph's token labels and its fonts handle CJK."""
     page.goto(server.url + "/")
     page.wait_for_function("document.querySelector('#trace-model option') !== null")
     page.select_option("#trace-model", "toyworld")
     page.select_option("#trace-transcoders", "toyworld-clt")
-    page.fill("#trace-prompt", "The capital of the state containing Austin is")
-    page.wait_for_selector("#trace-tokens .chip", timeout=60_000)
-    chips = page.locator("#trace-tokens .chip").all_inner_texts()
-    assert " Austin" in chips or "Austin" in [c.strip() for c in chips]
+    page.fill("#trace-prompt", "小的反义词是")
+    page.wait_for_selector("#trace-tokens .chip", timeout=120_000)
+    chips = [c.strip() for c in page.locator("#trace-tokens .chip").all_inner_texts()]
+    assert "反" in chips, chips  # Chinese characters are split one by one
     shot(page, "trace-form")
     page.click("#trace-form button[type=submit]")
     page.wait_for_function(
@@ -79,7 +92,10 @@ def test_trace_a_new_prompt_from_the_library(page, server):
     assert page.inner_text("#trace-msg") == "done", page.inner_text("#trace-msg")
     page.wait_for_url("**/graphs/*")
     page.wait_for_function("window.atlas.S.nodes.length > 0")
-    assert "containing Austin is" in page.evaluate("window.atlas.S.meta.prompt")
+    assert "反" in page.evaluate("window.atlas.S.meta.tokens")
+    # A CJK font is found on the system through the page's font-family fallbacks (no web font is fetched).
+    assert page.evaluate("document.fonts.check('12px \"Noto Sans CJK SC\"', '反义词')")
+    shot(page, "cjk-graph")
 
 
 def test_the_guard_blocks_and_reports_outside_requests(browser, server):

@@ -94,17 +94,18 @@ export async function openGraph(id, { params = null, view = null, code = null } 
   S.grouping.clear();
   S.readOnly = !!view;
   S.viewCode = code;
-  const meta = await api.get(`/api/graphs/${enc(id)}`);
+  // Everything the first paint needs, in parallel: metadata, working state, labels, past runs.
+  const [meta, st, labels, runs] = await Promise.all([
+    api.get(`/api/graphs/${enc(id)}`),
+    api.get(`/api/graphs/${enc(id)}/state`).catch(() => ({})),
+    api.get(`/api/graphs/${enc(id)}/labels`).catch(() => ({})),
+    api.get(`/api/graphs/${enc(id)}/runs`).catch(() => []),
+  ]);
   S.meta = meta;
   S.nodeThreshold = meta.node_threshold ?? 0.8;
   S.edgeThreshold = meta.edge_threshold ?? 0.98;
   $("graph-title").textContent = `${meta.name || meta.id} — ${meta.prompt ?? ""}`;
   document.title = `circuit-atlas · ${meta.name || meta.id}`;
-  const [st, labels, runs] = await Promise.all([
-    api.get(`/api/graphs/${enc(id)}/state`).catch(() => ({})),
-    api.get(`/api/graphs/${enc(id)}/labels`).catch(() => ({})),
-    api.get(`/api/graphs/${enc(id)}/runs`).catch(() => []),
-  ]);
   S.labels = labels || {};
   applyServerState(st || {});
   S.steerRuns = (runs || [])

@@ -4,7 +4,7 @@
 import { enc } from "./api.js";
 import { edgeColor, edgeWidth } from "./colors.js";
 import { bandOf, geometry, overlayEdges, pngCanvas } from "./linkgraph.js";
-import { S, isPinned, tokenAt } from "./state.js";
+import { S, isPinned, tokenAt, visibleToken } from "./state.js";
 import { svgElement } from "./subgraph.js";
 
 const SCALE = 3; // PNG pixels per CSS pixel: sharp in print and on high-DPI screens
@@ -72,7 +72,7 @@ export function linkGraphSvg() {
   for (let p = 0; p < L.colRight.length; p++) {
     const x = sx(L.colRight[p]) - 4;
     const y = sy(L.height) + 12;
-    out.push(`<text transform="translate(${x},${y}) rotate(-36)" font-size="11" text-anchor="end">${esc(String(tokenAt(p)).replace(/\n/g, "↵"))}</text>`);
+    out.push(`<text transform="translate(${x},${y}) rotate(-36)" font-size="11" text-anchor="end">${esc(visibleToken(tokenAt(p)))}</text>`);
   }
   const lk = S.links;
   for (const e of overlayEdges()) {

@@ -3,7 +3,7 @@
 // redrawn on every hover), with a uniform-grid spatial index so hover is a handful of lookups at 10k nodes.
 
 import { edgeColor, edgeWidth, signMark } from "./colors.js";
-import { S, emit, groupOf, isPinned, layerName, nodeLabel, on, select, setHover, tokenAt } from "./state.js";
+import { S, emit, groupOf, isPinned, layerName, nodeLabel, on, select, setHover, tokenAt, visibleToken } from "./state.js";
 
 const LEFT = 34; // screen px for the layer axis
 const TOP = 26; // room for logit tokens
@@ -435,7 +435,7 @@ function drawAxes(ctx, w, h) {
     ctx.translate(x, yb);
     ctx.rotate(-Math.PI / 5);
     ctx.textAlign = "right";
-    ctx.fillText(String(tokenAt(p)).replace(/\n/g, "↵"), 0, 0);
+    ctx.fillText(visibleToken(tokenAt(p)), 0, 0);
     ctx.restore();
   }
   // Horizontal scroll indicator when the graph is wider than the panel.

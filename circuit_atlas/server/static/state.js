@@ -72,6 +72,12 @@ export function tokenAt(pos) {
   const t = S.meta?.tokens?.[pos];
   return t === undefined ? "?" : t;
 }
+/** A token as drawn under its column: newlines as ↵, tabs as ⇥, an all-space token as ␣ so it is not invisible. */
+export function visibleToken(t) {
+  let s = String(t).replace(/\n/g, "↵").replace(/\t/g, "⇥");
+  if (!s.trim()) s = s.replace(/ /g, "␣") || "∅";
+  return s;
+}
 export function groupOf(id) {
   for (let i = 0; i < S.supernodes.length; i++) if (S.supernodes[i].indexOf(id, 1) >= 1) return i;
   return -1;

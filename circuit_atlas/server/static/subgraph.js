@@ -181,13 +181,24 @@ function band(c) {
     ns.map((n) => (n.kind === "embedding" ? 0 : n.kind === "logit" ? nL + 1 : n.layer + 1)),
   );
 }
+// Targets spread over the panel by rank: tokens in use left to right, layers in use bottom to top (the
+// absolute token index would crowd a subgraph whose nodes all sit at the last few positions).
+let ranks = { pos: new Map(), band: new Map() };
+function computeRanks(cards) {
+  const rank = (vals) => {
+    const u = [...new Set(vals)].sort((a, b) => a - b);
+    return new Map(u.map((v, i) => [v, u.length === 1 ? 0.5 : i / (u.length - 1)]));
+  };
+  ranks = { pos: rank(cards.map((c) => Math.round(c.position * 2) / 2)), band: rank(cards.map((c) => Math.round(band(c) * 2) / 2)) };
+}
 function targetXY(c) {
-  const nPos = Math.max(1, (S.meta?.tokens?.length ?? 1) - 1);
-  const nB = (S.meta?.n_layers ?? 1) + 1;
-  return [50 + (c.position / nPos) * 900, 960 - (band(c) / nB) * 920];
+  const px = ranks.pos.get(Math.round(c.position * 2) / 2) ?? 0.5;
+  const by = ranks.band.get(Math.round(band(c) * 2) / 2) ?? 0.5;
+  return [80 + px * 840, 930 - by * 860];
 }
 
 function autoLayout(cards, edges) {
+  computeRanks(cards);
   const mode = document.getElementById("sg-layout").value;
   const pos = {};
   if (mode === "layered") {
