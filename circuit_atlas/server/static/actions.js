@@ -116,9 +116,32 @@ function maybeReloadForKeep(id) {
 
 // ---- view loading ---------------------------------------------------------------------------
 let viewSeq = 0;
-export async function loadView() {
+/**
+ * Load the pruned view for the current thresholds and pins. `speculative` is a view fetched at the server's
+ * default thresholds while the working state was still loading: used as is when it matches (saves a round
+ * trip before the first paint), else a fresh view is fetched.
+ */
+export async function loadView(speculative = null) {
   if (!S.graphId) return;
   const seq = ++viewSeq;
+  if (speculative) {
+    const t0 = performance.now();
+    const spec = await speculative.catch(() => null);
+    const ids = spec ? new Set(spec.nodes.map((n) => n.id)) : null;
+    const keepAll = [...S.pinned, ...S.supernodes.flatMap((g) => g.slice(1))];
+    if (
+      spec &&
+      seq === viewSeq &&
+      spec.node_threshold === S.nodeThreshold &&
+      spec.edge_threshold === S.edgeThreshold &&
+      keepAll.every((k) => ids.has(k))
+    ) {
+      setView(spec);
+      window.__atlasTimings = { ...(window.__atlasTimings || {}), viewFetchMs: performance.now() - t0, speculative: true };
+      return;
+    }
+    if (seq !== viewSeq) return;
+  }
   const keep = new Set(S.pinned);
   for (const g of S.supernodes) for (const m of g.slice(1)) keep.add(m);
   if (S.selected && !S.selected.startsWith("sn:")) keep.add(S.selected);

@@ -95,6 +95,8 @@ export async function openGraph(id, { params = null, view = null, code = null } 
   S.readOnly = !!view;
   S.viewCode = code;
   // Everything the first paint needs, in parallel: metadata, working state, labels, past runs.
+  // The view at the server's defaults starts at once too; loadView uses it if the state asks for nothing else.
+  const speculative = view || params?.get("pinnedIds") ? null : api.get(`/api/graphs/${enc(id)}/view`);
   const [meta, st, labels, runs] = await Promise.all([
     api.get(`/api/graphs/${enc(id)}`),
     api.get(`/api/graphs/${enc(id)}/state`).catch(() => ({})),
@@ -132,7 +134,7 @@ export async function openGraph(id, { params = null, view = null, code = null } 
   }
   if (params && (params.get("pinnedIds") || params.get("supernodes") || params.get("clerps"))) await applyLongUrl(params);
   syncPrune();
-  await loadView();
+  await loadView(speculative);
   emit("pins");
   emit("history");
   if (params?.get("clickedId") && S.byId.has(params.get("clickedId"))) select(params.get("clickedId"));
