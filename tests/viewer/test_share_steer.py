@@ -85,3 +85,19 @@ def test_steer_a_supernode_changes_logits_and_draws_the_change(page, server, gra
     page.wait_for_function("window.atlas.S.nodes.length > 0")
     page.wait_for_selector("#steer-body .run >> text=Past runs (1)")
     assert card_xy(page, "sn:0")
+
+
+def test_slug_url_of_an_imported_circuit_tracer_graph(page, server):
+    """`/?slug=<the file's slug>&pinnedIds=<its own node ids>` finds the graph and pins those nodes."""
+    from serverkit import REAL, upload
+
+    path = REAL / "circuit_tracer_local" / "dallas-austin-topk" / "dallas-austin.json"
+    with server.client() as c:
+        g = upload(c, path)
+    page.goto(f"{server.url}/?slug=dallas-austin&pinnedIds=20_15589_7,14_2268_6")
+    page.wait_for_function("window.atlas && window.atlas.S.nodes.length > 0 && window.atlas.S.pinned.length === 2")
+    with server.client() as c:
+        same_slug = {x["id"] for x in c.get("/api/graphs", params={"slug": "dallas-austin"}).json()}
+    assert g["id"] in same_slug and page.url.rsplit("/", 1)[1] in same_slug
+    assert sorted(page.evaluate("window.atlas.S.pinned")) == ["feat:14:6:2268", "feat:20:7:15589"]
+    page.wait_for_selector("#sg-svg g.card[data-id='feat:20:7:15589']")
