@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from circuit_atlas.graph.export import SOURCE_KEY, node_keys, viewer_ids
+from circuit_atlas.graph.export import SOURCE_KEY, cantor, node_keys, viewer_ids
 from circuit_atlas.graph.graph import EMBEDDING, ERROR, FEATURE, KINDS, LOGIT, Graph
 
 
@@ -59,6 +59,12 @@ class NodeTable:
             elif not clerp and k == EMBEDDING:
                 clerp = f'Emb: "{tok}"'
             self.auto_labels.append(clerp)
+        # circuit-tracer's clerps key labels by feature number (its node "feature" field, all positions)
+        self.feature_numbers: dict[str, list[int]] = {}
+        for i, (key, k) in enumerate(zip(node_keys(graph), graph.kind.tolist())):
+            if k == FEATURE:
+                number = (originals.get(key) or {}).get("feature", cantor(self.layer[i], self.feature[i]))
+                self.feature_numbers.setdefault(str(number), []).append(i)
         self.logit_tokens = [None] * self.n
         logit_labels = iter(graph.logit_labels)
         for i, k in enumerate(graph.kind.tolist()):

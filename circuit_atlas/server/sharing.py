@@ -3,7 +3,8 @@
 A view is {pinned, supernodes, labels, node_threshold, edge_threshold, positions, clicked} in our
 node ids. Neuronpedia / circuit-tracer URL parameters (slug, pinnedIds, supernodes, clerps,
 pruningThreshold, clickedId, sg_pos) and imported qParams are translated into the same form,
-whatever id dialect they use; unknown ids are one 422 that lists them.
+whatever id dialect they use (a circuit-tracer clerps key that is a feature number labels every position
+of that feature); unknown ids are one 422 that lists them.
 """
 
 from __future__ import annotations
@@ -151,7 +152,12 @@ def from_url_params(nodes: NodeTable, params: dict[str, Any], *, strict: bool = 
     for i, pair in enumerate(clerps):
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str)):
             raise ValueError(f"clerps[{i}] must be a [node id, label] pair, got {json.dumps(pair)}")
-        labels[str(pair[0])] = pair[1]
+        key = str(pair[0])
+        if key not in nodes.index and key not in nodes.aliases and key in nodes.feature_numbers:
+            for j in nodes.feature_numbers[key]:  # circuit-tracer: a feature number labels every position
+                labels[nodes.ids[j]] = pair[1]
+        else:
+            labels[key] = pair[1]
     if labels:
         body["labels"] = labels
     return normalize_state(nodes, body, strict=strict)

@@ -53,6 +53,13 @@ def test_long_url_in_every_dialect(server, toy):
             v = r.json()
             assert v["graph"] == gid and v["pinned"] == ours and v["supernodes"] == [["two", *ours[:2]]]
             assert v["labels"] == {ours[0]: "from the URL"} and v["node_threshold"] == 0.6
+        feat = nodes[feats[0]]
+        every = c.get(f"/api/graphs/{gid}/view", params={"node_threshold": 1, "edge_threshold": 1}).json()["nodes"]
+        same = [n["id"] for n in every if n["kind"] == "feature" and (n["layer"], n["feature"]) == (feat["layer"],
+                                                                                                 feat["feature"])]  # fmt: skip
+        number = (feat["layer"] + feat["feature"]) * (feat["layer"] + feat["feature"] + 1) // 2 + feat["feature"]
+        r = c.get("/api/open", params={"slug": gid, "clerps": json.dumps([[str(number), "by feature number"]])})
+        assert r.status_code == 200 and r.json()["labels"] == {i: "by feature number" for i in same}
         r = c.get("/api/open", params={"slug": gid, "pinnedIds": "99_1_1,feat:0:0:0"})
         assert r.status_code == 422 and "99_1_1" in r.json()["detail"]
         assert c.get("/api/open", params={"slug": "no-such-graph"}).status_code == 404
