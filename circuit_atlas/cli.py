@@ -379,13 +379,15 @@ def add_demo_parser(sub) -> None:
     p.add_argument(
         "--out-dir", default="circuit-atlas-demo", help="where to write the demo's files [circuit-atlas-demo]"
     )
+    p.add_argument("--no-serve", action="store_true", help="import the graph but do not start the server (scripts, CI)")
+    p.add_argument("--port", type=int, default=8765, help="port of the graph server the demo ends with [8765]")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out_dir))
+    return run_demo(Path(args.out_dir), serve=not args.no_serve, port=args.port)
 
 
 # --- the parser ----------------------------------------------------------------------------------
@@ -394,6 +396,7 @@ COMMANDS = [add_trace_parser, add_export_parser, add_intervene_parser, add_estim
 # name -> (module:function registering it, one-line help): imported only when that command runs.
 LAZY_COMMANDS = {
     "train-transcoders": ("circuit_atlas.training.cli:add_train_parser", "train PLT / CLT transcoders for a model"),
+    "serve": ("circuit_atlas.server.cli:add_parser", "run the graph server and viewer (a library of graphs)"),
 }
 
 

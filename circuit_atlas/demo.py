@@ -5,6 +5,9 @@ world in which Dallas -> Texas -> Austin is computed, with its cross-layer trans
 If the toy world is missing from the installation, the demo falls back to a small *random*
 Llama with calibrated random transcoders, saved and reloaded like a user's own files: the
 graph is still exact, its features just mean nothing.
+
+It ends by importing the graph into a graph library (out/server-data) and serving it on
+127.0.0.1 (`--no-serve`: import only, then exit; for scripts and CI).
 """
 
 from __future__ import annotations
@@ -57,7 +60,26 @@ def _random_stand_in(out: Path):
     return ReplacementModel.from_pretrained(model_dir, tc_dir)
 
 
-def run_demo(out: Path) -> int:
+def _library(graph, out: Path, port: int):
+    """Import the demo graph into a graph library under out/server-data (once; re-runs reuse it)."""
+    from sqlalchemy import select
+
+    from .server.app import create_app
+    from .server.config import ServerConfig
+    from .server.db import GraphRow
+
+    app = create_app(ServerConfig(data=str(out / "server-data"), port=port))
+    with app.state.sessions() as session:  # a re-run finds the graph an earlier run imported
+        earlier = session.scalars(
+            select(GraphRow).where(GraphRow.name == "demo-two-hop", GraphRow.source == "demo")
+        ).first()
+        if earlier is not None:
+            return app, earlier.id
+        entry = app.state.store(graph, "demo-two-hop", ["demo"], "demo", session)
+    return app, entry["id"]
+
+
+def run_demo(out: Path, serve: bool = False, port: int = 8765) -> int:
     from .attribution.attribute import attribute
     from .graph.export import write_graph_files
     from .replacement_model import ReplacementModel
@@ -77,4 +99,13 @@ def run_demo(out: Path) -> int:
     print(summarize(graph, pruned, top_nodes=8, model=model))
     json_path = write_graph_files(graph, out / "graphs", "demo-two-hop")
     print(f"graph: {graph_path}\nviewer JSON: {json_path}")
+    app, gid = _library(graph, out, port)
+    data = app.state.config.data_dir
+    if not serve:
+        print(f"graph library: {data} (graph {gid}); browse it with: circuit-atlas serve --data {data}")
+        return 0
+    import uvicorn
+
+    print(f"circuit-atlas demo: graph server on http://127.0.0.1:{port}/graphs/{gid}  (Ctrl-C stops it)", flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
     return 0

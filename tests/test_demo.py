@@ -5,9 +5,10 @@ import sys
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "circuit_atlas", "demo", "--out-dir", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "circuit_atlas", "demo", "--out-dir", str(tmp_path), "--no-serve"],
                        capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "top logits:" in r.stdout and "most influential nodes:" in r.stdout
     assert (tmp_path / "graph.safetensors").is_file()
     assert (tmp_path / "graphs" / "demo-two-hop.json").is_file()
+    assert "graph library:" in r.stdout and (tmp_path / "server-data" / "circuit-atlas.sqlite").is_file()

@@ -118,13 +118,45 @@ def _load_json(source: str | os.PathLike | dict) -> tuple[dict, str]:
     return data, str(path)
 
 
+def _sources_by_run(links: list, by_id: dict[str, list[int]], parsed: list[tuple]) -> list[int | None]:
+    """For each link whose source id names several nodes (a layer-0 feature `0_{f}_{p}` and an error
+    `0_{l}_{p}` can share one), the one node its place in its target's run allows, else None.
+
+    circuit-tracer and Neuronpedia write each target's incoming links as one consecutive run with the
+    sources in node-list order, so a link's source must lie after the previous link's source and
+    before the next unambiguous one. Files that do not follow that order simply get None here."""
+    out: list[int | None] = [None] * len(links)
+    cands = [[j for j in by_id.get(str(l.get("source")), []) if parsed[j][0] != LOGIT] if isinstance(l, dict) else []
+             for l in links]  # fmt: skip
+    if not any(len(c) > 1 for c in cands):
+        return out
+    i, n = 0, len(links)
+    while i < n:
+        target = links[i].get("target") if isinstance(links[i], dict) else None
+        j = i
+        while j < n and isinstance(links[j], dict) and links[j].get("target") == target:
+            j += 1
+        j = max(j, i + 1)
+        fixed = [c[0] if len(c) == 1 else None for c in cands[i:j]]
+        for k in range(j - i):
+            if fixed[k] is None and len(cands[i + k]) > 1:
+                lo = max((f for f in fixed[:k] if f is not None), default=-1)
+                hi = min((f for f in fixed[k + 1 :] if f is not None), default=len(parsed))
+                fit = [c for c in cands[i + k] if lo < c < hi]
+                if len(fit) == 1:
+                    fixed[k] = out[i + k] = fit[0]
+        i = j
+    return out
+
+
 def from_circuit_tracer_json(source: str | os.PathLike | dict) -> Graph:
     """Read a circuit-tracer / Neuronpedia / Anthropic graph JSON (a path or the parsed dict) into a Graph.
 
     Nodes are keyed by their list index, never by node_id, so colliding ids keep both nodes (and a
     warning goes to metadata["import_warnings"]). A link naming a repeated id is resolved by role
     first (a target must be a node that can take input: a feature or logit; a source cannot be a
-    logit), then by order: the k-th occurrence of a (source, target) id pair goes to the k-th
+    logit), then by its place in its target's run of links (sources come in node order, see
+    `_sources_by_run`), and only where that leaves a choice, by order: the k-th occurrence of a (source, target) id pair goes to the k-th
     candidate pair in list order, which matches how circuit-tracer emits the duplicate links that
     follow a collision. Links that still repeat have their weights summed (with a warning).
     Rows are the nodes with incoming links; the viewer's influence scores are kept in metadata,
@@ -159,9 +191,12 @@ def from_circuit_tracer_json(source: str | os.PathLike | dict) -> Graph:
     values: dict[tuple[int, int], float] = {}
     seen_pairs: Counter[tuple[str, str]] = Counter()
     problems: Counter[str] = Counter()
-    for link in data["links"]:
+    by_run = _sources_by_run(data["links"], by_id, parsed)
+    for li, link in enumerate(data["links"]):
         s_id, t_id = str(link.get("source")), str(link.get("target"))
         srcs = [j for j in by_id.get(s_id, []) if parsed[j][0] != LOGIT]
+        if by_run[li] is not None:
+            srcs = [by_run[li]]
         tgts = by_id.get(t_id, [])
         tgts = [j for j in tgts if parsed[j][0] in (FEATURE, LOGIT)] or tgts
         pairs = [(a, b) for a in srcs for b in tgts if a != b]
