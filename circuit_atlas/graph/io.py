@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,24 @@ def checksum(header: str, tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _sort_metadata_in_place(path: str) -> None:
+    """Rewrite the safetensors header with `__metadata__` keys in sorted order.
+
+    safetensors keeps metadata in a hash map, so with two keys the byte order of a saved file
+    changes from run to run; the graph server content-addresses files, and rebuilds compare
+    sha256s, so the same graph must give the same bytes. The header may be padded with spaces
+    (the format allows it), so the rewrite happens in place without moving the tensor data."""
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > n:  # escaping differed from the writer's; keep its (valid) header
+            return
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
+
+
 def _header(graph: Graph) -> str:
     header = {
         "format": FORMAT,
@@ -99,6 +118,7 @@ def save_graph(graph: Graph, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        _sort_metadata_in_place(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         # mkstemp creates 0600; give the file the mode it replaces (or an ordinary 0644)
