@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.cli import add_train_parser
 
     add_train_parser(sub)
+    from .features.dashboards.cli import add_parser as add_features_parser
+
+    add_features_parser(sub)
 
     zoo = sub.add_parser("zoo", help="the shipped models and transcoders")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
