@@ -52,6 +52,7 @@ def load_pair(model, transcoders, device):
     from ...zoo import resolve_model, resolve_transcoders
 
     hf, tok, arch = load_causal_lm(resolve_model(model), device)
+    tok.model_max_length = 1 << 62  # documents are cut into windows here; silence the tokenizer's length warning
     tc_path = resolve_transcoders(transcoders)
     tc = load_transcoders(tc_path).to(device, torch.float32)
     L, d = hf.config.num_hidden_layers, hf.get_input_embeddings().weight.shape[1]
@@ -97,7 +98,7 @@ def _load_state(path: Path, cfg: BuildConfig, device) -> tuple[list[LayerStats],
         raise ValueError(
             f"the build state at {path} is unreadable ({err}); delete {path} and {header_path} to build from scratch"
         ) from err
-    if header.get("build_id") is None or header.get("n_tokens") is None:
+    if header.get("format") != FORMAT + "-state" or header.get("n_tokens") is None:
         raise ValueError(f"{header_path} is not a dashboards build state; delete it to build from scratch")
     return stats, header
 
