@@ -156,7 +156,8 @@ def _activations(hf, arch, tc, ids: torch.Tensor, valid: torch.Tensor, timings: 
 
 
 def build_dashboards(model, transcoders, data, out, config: BuildConfig | None = None, *, progress: bool = True,
-                     stop_after_batches: int | None = None) -> BuildResult:  # fmt: skip
+                     stop_after_batches: int | None = None, model_name: str | None = None,
+                     transcoders_name: str | None = None) -> BuildResult:  # fmt: skip
     """Build (or resume, or extend with more text) the feature dashboards of `transcoders` on `data`.
 
     model / transcoders: local directories or zoo names ("toyworld", "toyworld-clt"). data: a text
@@ -164,6 +165,7 @@ def build_dashboards(model, transcoders, data, out, config: BuildConfig | None =
     folder. A folder that already holds a finished build on this corpus is left as it is; one built on
     other text gets this text added. Under torchrun the corpus is sharded over the processes and rank 0
     writes. stop_after_batches: checkpoint and return after that many batches (for tests of resume).
+    model_name / transcoders_name: the names recorded (default: the zoo name, or the set's own name).
     """
     start = time.perf_counter()
     cfg = config or BuildConfig()
@@ -181,18 +183,22 @@ def build_dashboards(model, transcoders, data, out, config: BuildConfig | None =
         created = True
     rank = dist.get_rank() if world > 1 else 0
     try:
-        return _build(model, transcoders, data, out, cfg, device, rank, world, progress, stop_after_batches, start)
+        names = (model_name, transcoders_name)
+        return _build(
+            model, transcoders, data, out, cfg, device, rank, world, progress, stop_after_batches, start, names
+        )
     finally:
         if created:
             dist.barrier()
             dist.destroy_process_group()
 
 
-def _build(model, transcoders, data, out, cfg, device, rank, world, progress, stop_after, start) -> BuildResult:
+def _build(model, transcoders, data, out, cfg, device, rank, world, progress, stop_after, start, given) -> BuildResult:
     fp = fingerprint(data)  # also checks the data path exists, before the model is loaded
     docs = iter_documents(data)
     first_doc = next(docs)  # raises for an empty or binary corpus before any work
     hf, tok, arch, tc, names = load_pair(model, transcoders, device)
+    names = {"model": given[0] or names["model"], "transcoders": given[1] or names["transcoders"]}
     limit = getattr(hf.config, "max_position_embeddings", None) or getattr(hf.config, "n_positions", None)
     if limit is not None and cfg.seq_len > limit:
         raise ValueError(f"--seq-len {cfg.seq_len} is longer than the model's context of {limit} tokens; lower it")
@@ -234,8 +240,8 @@ def _build(model, transcoders, data, out, cfg, device, rank, world, progress, st
         yield first_doc
         yield from docs
 
-    offsets = [0] + [tc.width(l) for l in range(tc.n_layers)]
-    offsets = torch.tensor(offsets).cumsum(0).tolist()  # global feature numbering, for the sample hash
+    widths = [tc.width(l) for l in range(tc.n_layers)]
+    everything = LayerStats.concat(stats)  # all layers' features in one structure: one update per batch
     bos = _bos(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else bos
     timings = {"forward": 0.0, "encode": 0.0, "bookkeeping": 0.0}
@@ -252,7 +258,9 @@ def _build(model, transcoders, data, out, cfg, device, rank, world, progress, st
             bar.update(sum(len(w.ids) - 1 for w in batch))
             if i % world != rank or i < done:
                 continue
-            S = cfg.seq_len  # always full width: every batch has the same shape on every process
+            # Padding beyond the batch's longest window is cut (causal attention: nothing else changes); a
+            # batch has the same shape on whichever process runs it. Orders use the full seq_len.
+            S = max(len(w.ids) for w in batch)
             ids = torch.full((len(batch), S), pad, dtype=torch.long)
             valid = torch.zeros(len(batch), S, dtype=torch.bool)
             for b, w in enumerate(batch):
@@ -263,8 +271,7 @@ def _build(model, transcoders, data, out, cfg, device, rank, world, progress, st
             t0 = time.perf_counter()
             tokens = torch.where(valid | (torch.arange(S, device=device) == 0), ids, -1)
             window_ids = torch.tensor([w.id for w in batch], device=device)
-            for l, a in enumerate(acts):
-                stats[l].update(a, tokens, window_ids, offsets[l])
+            everything.update(torch.cat(acts, -1), tokens, window_ids, 0, cfg.seq_len)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             timings["bookkeeping"] += time.perf_counter() - t0
@@ -275,12 +282,13 @@ def _build(model, transcoders, data, out, cfg, device, rank, world, progress, st
             header = dict(_header(cfg, names, tc, source, prev), batches_done=i + 1, n_tokens=n_tokens,
                           new_tokens=new_tokens)  # fmt: skip
             if stop_after is not None and batches_here >= stop_after:
-                _save_state(partial_path, stats, header)
+                _save_state(partial_path, everything.split(widths), header)
                 stopped = True
                 break
             if cfg.checkpoint_every and batches_here % cfg.checkpoint_every == 0:
-                _save_state(partial_path, stats, header)
+                _save_state(partial_path, everything.split(widths), header)
     bar.close()
+    stats = everything.split(widths)
     if stopped:
         return BuildResult(None, n_tokens, new_tokens, time.perf_counter() - start, timings)
     if i < 0 or (base_windows == total_windows):

@@ -72,45 +72,66 @@ class Selection:
 
     def update(self, feat: torch.Tensor, score: torch.Tensor, order: torch.Tensor, context) -> None:
         """Offer N candidates (feat, score, order), each (N,); context(idx) gives (tokens, acts), each
-        (n, C), of the candidates idx that are kept (contexts are gathered only for those)."""
-        F, K = self.score.shape
-        # Candidates that cannot enter (below the K-th score of their feature) are dropped before sorting.
-        keep = score >= self.score[feat, K - 1]
-        feat, score, order = feat[keep], score[keep], order[keep]
-        cand = keep.nonzero().squeeze(1)
-        if len(feat) == 0:
+        (n, C), of the candidates idx that are kept (contexts are gathered only for those).
+
+        Slots are not kept sorted (canonical() sorts them, for saving and reading). Each feature's
+        candidates are tried best first, one per feature per round: a candidate replaces the worst kept
+        entry of its feature if it is better. Inserting into a bounded best-K set one by one keeps the
+        best K of everything offered, whatever the order, so this equals selecting from the union."""
+        K = self.score.shape[1]
+        # Candidates below the worst kept score of their feature cannot enter; drop them before sorting.
+        cand = (score >= self.score.min(1).values[feat]).nonzero().squeeze(1)
+        if len(cand) == 0:
             return
-        filled = self.score > -torch.inf  # (F, K)
-        old_feat = torch.arange(F, device=feat.device).unsqueeze(1).expand(F, K)[filled]
-        old_slot = filled.nonzero()  # (E, 2)
-        all_feat = torch.cat([old_feat, feat])
-        all_score = torch.cat([self.score[filled], score.double()])
-        all_order = torch.cat([self.order[filled], order])
-        source = torch.cat(
-            [torch.arange(len(old_feat), device=feat.device), -1 - torch.arange(len(feat), device=feat.device)]
-        )
-        perm = _lexsort(all_feat, -all_score, all_order)
-        f_sorted = all_feat[perm]
-        counts = torch.bincount(f_sorted, minlength=F)
-        starts = counts.cumsum(0) - counts
-        rank = torch.arange(len(perm), device=feat.device) - starts[f_sorted]
-        chosen = rank < K
-        perm, f_sorted, rank = perm[chosen], f_sorted[chosen], rank[chosen]
-        src = source[perm]
-        new = Selection.empty(F, K, self.tokens.shape[2], feat.device)
-        new.score[f_sorted, rank] = all_score[perm]
-        new.order[f_sorted, rank] = all_order[perm]
-        from_old = src >= 0
-        rows = old_slot[src[from_old]]
-        new.tokens[f_sorted[from_old], rank[from_old]] = self.tokens[rows[:, 0], rows[:, 1]]
-        new.acts[f_sorted[from_old], rank[from_old]] = self.acts[rows[:, 0], rows[:, 1]]
-        from_new = ~from_old
-        if from_new.any():
-            idx = -1 - src[from_new]
-            toks, acts = context(cand[idx])
-            new.tokens[f_sorted[from_new], rank[from_new]] = toks.to(torch.int32)
-            new.acts[f_sorted[from_new], rank[from_new]] = acts.float()
-        self.score, self.order, self.tokens, self.acts = new.score, new.order, new.tokens, new.acts
+        feat, score, order = feat[cand], score[cand].double(), order[cand]
+        perm = _lexsort(feat, -score, order)  # per feature, best first
+        feat, score, order, cand = feat[perm], score[perm], order[perm], cand[perm]
+        counts = torch.bincount(feat)
+        rank = torch.arange(len(feat), device=feat.device) - (counts.cumsum(0) - counts)[feat]
+        kept_f, kept_k, kept_i = [], [], []
+        for r in range(int(rank.max()) + 1):
+            idx = (rank == r).nonzero().squeeze(1)
+            f = feat[idx]
+            row_score, row_order = self.score[f], self.order[f]  # (n, K)
+            worst_score = row_score.min(1).values
+            worst = torch.where(row_score == worst_score.unsqueeze(1), row_order, torch.iinfo(torch.int64).min).argmax(
+                1
+            )
+            worst_order = row_order.gather(1, worst.unsqueeze(1)).squeeze(1)
+            better = (score[idx] > worst_score) | ((score[idx] == worst_score) & (order[idx] < worst_order))
+            if not better.any():
+                break  # a feature's later candidates are worse than its earlier ones: none can enter
+            idx, f, k = idx[better], f[better], worst[better]
+            self.score[f, k] = score[idx]
+            self.order[f, k] = order[idx]
+            kept_f.append(f)
+            kept_k.append(k)
+            kept_i.append(idx)
+        if not kept_f:
+            return
+        # Contexts of the final occupants only: a slot filled twice in this call keeps its last candidate.
+        f, k, i = torch.cat(kept_f), torch.cat(kept_k), torch.cat(kept_i)
+        slots, which = torch.unique(f * K + k, return_inverse=True)
+        last = torch.full((len(slots),), -1, dtype=torch.long, device=f.device)
+        last.scatter_reduce_(0, which, torch.arange(len(which), device=f.device), "amax")
+        final = torch.zeros(len(which), dtype=torch.bool, device=f.device)
+        final[last] = True
+        f, k, i = f[final], k[final], i[final]
+        toks, acts = context(cand[i])
+        self.tokens[f, k] = toks.to(torch.int32)
+        self.acts[f, k] = acts.float()
+
+    def canonical(self) -> Selection:
+        """The same entries with each feature's slots sorted: score desc, then order asc, empty last."""
+        F, K = self.score.shape
+        row = torch.arange(F, device=self.score.device).unsqueeze(1).expand(F, K).reshape(-1)
+        order = torch.where(self.score > -torch.inf, self.order, torch.iinfo(torch.int64).max).reshape(-1)
+        perm = _lexsort(row, -self.score.reshape(-1), order).view(F, K)
+        perm = perm - (torch.arange(F, device=perm.device) * K).unsqueeze(1)
+        take = torch.gather
+        return Selection(take(self.score, 1, perm), take(self.order, 1, perm),
+                         take(self.tokens, 1, perm.unsqueeze(2).expand_as(self.tokens)),
+                         take(self.acts, 1, perm.unsqueeze(2).expand_as(self.acts)))  # fmt: skip
 
     def merge(self, other: Selection) -> None:
         """Select again from the union of self and other (other's contexts come along)."""
@@ -120,6 +141,8 @@ class Selection:
         self.update(feat, other.score[filled], other.order[filled], lambda idx: (toks[idx], acts[idx]))
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        c = self.canonical()
+        self.score, self.order, self.tokens, self.acts = c.score, c.order, c.tokens, c.acts
         return {f"{prefix}.score": self.score, f"{prefix}.order": self.order, f"{prefix}.tokens": self.tokens,
                 f"{prefix}.acts": self.acts}  # fmt: skip
 
@@ -156,23 +179,25 @@ class LayerStats:
         a = torch.where(inside, acts[b.unsqueeze(1), pos_c, f.unsqueeze(1)], 0.0)
         return toks, a
 
-    def update(self, acts: torch.Tensor, tokens: torch.Tensor, window_ids: torch.Tensor, layer_offset: int) -> None:
+    def update(self, acts: torch.Tensor, tokens: torch.Tensor, window_ids: torch.Tensor, layer_offset: int,
+               seq_len: int) -> None:  # fmt: skip
         """One batch: acts (B, S, F) already zero at BOS and padding, tokens (B, S) (-1 at padding),
-        window_ids (B,) global window numbers; layer_offset numbers this layer's features globally."""
+        window_ids (B,) global window numbers; layer_offset numbers this layer's features globally;
+        seq_len the build's window length (order = window * seq_len + position)."""
         B, S, F = acts.shape
         b, p, f = acts.nonzero(as_tuple=True)  # every non-zero activation
         v = acts[b, p, f]
         self.count += torch.bincount(f, minlength=F)
         self.total.index_add_(0, f, v.double())
         self.hist.view(-1).index_add_(0, f * N_BINS + bin_index(v), torch.ones_like(f))
-        order = window_ids[b] * S + p
+        order = window_ids[b] * seq_len + p
         key = sample_key(order, f + layer_offset)
         self.sample.update(f, key.double(), order, lambda i: self._contexts(tokens, acts, b[i], p[i], f[i]))
         # top: one candidate per (window, feature), at the window's max token (the first one on ties)
         best, arg = acts.max(1)  # (B, F)
         wb, wf = (best > 0).nonzero(as_tuple=True)
         wp = arg[wb, wf]
-        self.top.update(wf, best[wb, wf].double(), window_ids[wb] * S + wp,
+        self.top.update(wf, best[wb, wf].double(), window_ids[wb] * seq_len + wp,
                         lambda i: self._contexts(tokens, acts, wb[i], wp[i], wf[i]))  # fmt: skip
 
     def merge(self, other: LayerStats) -> None:
@@ -181,6 +206,10 @@ class LayerStats:
         self.hist += other.hist
         self.top.merge(other.top)
         self.sample.merge(other.sample)
+
+    def canonicalize(self) -> LayerStats:
+        self.top, self.sample = self.top.canonical(), self.sample.canonical()
+        return self
 
     def tensors(self, layer: int) -> dict[str, torch.Tensor]:
         p = f"layer{layer}"
@@ -196,6 +225,39 @@ class LayerStats:
         self.top = Selection.from_tensors(t, f"{p}.top")
         self.sample = Selection.from_tensors(t, f"{p}.sample")
         return self
+
+    @classmethod
+    def concat(cls, parts: list[LayerStats]) -> LayerStats:
+        """One LayerStats over the features of all parts (every layer at once: a quarter of the calls)."""
+        self = cls.__new__(cls)
+        self.F, self.C, self.before = sum(p.F for p in parts), parts[0].C, parts[0].before
+        for name in ("count", "total", "hist"):
+            setattr(self, name, torch.cat([getattr(p, name) for p in parts]))
+        for sel in ("top", "sample"):
+            fields = [
+                torch.cat([getattr(getattr(p, sel), k) for p in parts]) for k in ("score", "order", "tokens", "acts")
+            ]
+            setattr(self, sel, Selection(*fields))
+        return self
+
+    def split(self, widths: list[int]) -> list[LayerStats]:
+        """Per-layer views (row slices) of a concatenated LayerStats."""
+        out, start = [], 0
+        for w in widths:
+            part = LayerStats.__new__(LayerStats)
+            part.F, part.C, part.before = w, self.C, self.before
+            for name in ("count", "total", "hist"):
+                setattr(part, name, getattr(self, name)[start : start + w])
+            for sel in ("top", "sample"):
+                src = getattr(self, sel)
+                setattr(
+                    part,
+                    sel,
+                    Selection(*(getattr(src, k)[start : start + w] for k in ("score", "order", "tokens", "acts"))),
+                )
+            out.append(part)
+            start += w
+        return out
 
     def to(self, device) -> LayerStats:
         for name in ("count", "total", "hist"):

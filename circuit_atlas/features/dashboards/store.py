@@ -102,7 +102,7 @@ def band_cuts(counts: torch.Tensor, bands: int) -> list[float]:
 
 def layer_records(stats, effects: dict, cfg, decode) -> tuple[list[dict], list[str], set[int]]:
     """(records, automatic labels, token ids mentioned) of one layer's features."""
-    F = stats.F
+    F = stats.canonicalize().F
     before = cfg["context_before"]
     hist, counts, totals = stats.hist, stats.count.tolist(), stats.total.tolist()
     # top examples: every filled slot
