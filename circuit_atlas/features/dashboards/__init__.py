@@ -11,8 +11,8 @@ from .build import BuildResult, build_dashboards
 from .config import BuildConfig
 from .dashboard import Band, Example, FeatureDashboard
 from .labels import read_labels, set_label
-from .reader import find_dashboards, load_dashboard
+from .reader import feature_labels, find_dashboards, graph_labels, load_dashboard
 from .store import Dashboards, open_dashboards
 
 __all__ = ["BuildConfig", "BuildResult", "build_dashboards", "Band", "Example", "FeatureDashboard", "Dashboards",
-           "open_dashboards", "load_dashboard", "find_dashboards", "read_labels", "set_label"]  # fmt: skip
+           "open_dashboards", "load_dashboard", "find_dashboards", "feature_labels", "graph_labels", "read_labels", "set_label"]  # fmt: skip

@@ -208,6 +208,12 @@ def _build(model, transcoders, data, out, cfg, device, rank, world, progress, st
     if (out / STATE_JSON).is_file():
         prev_stats, prev = _load_state(state_path, cfg, device)
         _check_same(prev, cfg, names, "dashboards build", out)
+        same_text = [s for s in prev["sources"] if s["fingerprint"] == fp]
+        if same_text and source not in prev["sources"]:
+            raise ValueError(
+                f"{out} already holds this corpus ({same_text[0]['data']}, --tokens {same_text[0]['tokens']}); adding it "
+                "again would count it twice. Build into another --out folder to use other limits"
+            )
         if source in prev["sources"]:
             if _db_build_id(out) != prev["build_id"] and rank == 0:  # state newer than the file: rewrite it
                 _finish(out, prev_stats, prev, hf, arch, tc, tok, cfg, names)

@@ -3,6 +3,7 @@
     find_dashboards("toyworld-clt")        -> Path of the shipped folder (or None)
     find_dashboards("/path/to/transcoders") -> /path/to/transcoders/dashboards (if built there)
     load_dashboard("toyworld-clt", 1, 42)   -> FeatureDashboard (.to_json() for the viewers)
+    feature_labels("toyworld-clt")          -> {(layer, index): label}
 
 Lookup order for a name or path N: N itself when it holds dashboards.sqlite; a shipped zoo name
 (circuit_atlas/zoo/<entry>/dashboards/<kind>); N/dashboards beside a transcoder set; then
@@ -47,3 +48,22 @@ def load_dashboard(dir_or_name: str | os.PathLike, layer: int, index: int,
             f"--model M --transcoders {dir_or_name} --data FILE --out DIR`"
         )
     return open_dashboards(found).dashboard(int(layer), int(index))
+
+
+def feature_labels(transcoders: str | os.PathLike, roots: list[str | os.PathLike] = ()) -> dict[tuple[int, int], str]:
+    """{(layer, index): label} of every feature of a set (a person's label over the automatic one);
+    {} when the set has no dashboards. For graph nodes, the demo and the server."""
+    found = find_dashboards(transcoders, roots)
+    return {} if found is None else open_dashboards(found).labels()
+
+
+def graph_labels(graph, transcoders: str | os.PathLike, roots: list[str | os.PathLike] = ()) -> dict[int, str]:
+    """{node index: label} for the feature nodes of an attribution graph (the viewers' "clerp")."""
+    from ...graph.graph import FEATURE
+
+    labels = feature_labels(transcoders, roots)
+    if not labels:
+        return {}
+    kind, layer, feature = graph.kind.tolist(), graph.layer.tolist(), graph.feature.tolist()
+    return {i: labels[(l, f)] for i, (k, l, f) in enumerate(zip(kind, layer, feature))
+            if k == FEATURE and (l, f) in labels}  # fmt: skip

@@ -1,10 +1,11 @@
 """The dashboards file: one SQLite database, versioned, compact, written atomically.
 
     DIR/dashboards.sqlite
-        meta(key, value)                 format, version, info (JSON: model, transcoders, corpus, settings)
+        meta(key, value)                 format, version, info (JSON: model, transcoders, corpus, settings),
+                                         zdict (the zlib preset dictionary every record is compressed with)
         tokens(id, text)                 the token strings the dashboards mention
         features(layer, idx, count, max_act, label, data)
-                                         data: zlib-compressed JSON of the feature's statistics (RECORD)
+                                         data: zlib-compressed JSON (with zdict) of the feature's statistics (RECORD)
         fires(token, layer, idx, weight) top-example max tokens (weight: share of top examples), for search
         promotes(token, layer, idx, value) promoted tokens (summed logit effect), for search
     DIR/labels.json                      person-written labels (labels.py), never touched by a build
@@ -12,7 +13,8 @@
 RECORD (per feature): n (active count), sum, hist [first bin, counts...], top / sample: examples as
 [order, value, lead, token ids, sparse acts [[i, v], ...]] where the context starts `lead` tokens
 into the stored C-token frame (so the example's token is at context_before - lead), and effects as
-[[token id, value], ...] lists. Float values are float32, written in their shortest exact form.
+[[token id, value], ...] lists (4 significant digits). Activations are float32, written in their shortest
+exact form.
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tokens (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE features (layer INTEGER NOT NULL, idx INTEGER NOT NULL, count INTEGER NOT NULL, max_act REAL NOT NULL,
                        label TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (layer, idx));
-CREATE TABLE fires (token INTEGER NOT NULL, layer INTEGER NOT NULL, idx INTEGER NOT NULL, weight REAL NOT NULL);
-CREATE TABLE promotes (token INTEGER NOT NULL, layer INTEGER NOT NULL, idx INTEGER NOT NULL, value REAL NOT NULL);
-CREATE INDEX fires_token ON fires (token);
-CREATE INDEX promotes_token ON promotes (token);
+CREATE TABLE fires (token INTEGER NOT NULL, layer INTEGER NOT NULL, idx INTEGER NOT NULL, weight REAL NOT NULL,
+                    PRIMARY KEY (token, layer, idx)) WITHOUT ROWID;
+CREATE TABLE promotes (token INTEGER NOT NULL, layer INTEGER NOT NULL, idx INTEGER NOT NULL, value REAL NOT NULL,
+                       PRIMARY KEY (token, layer, idx)) WITHOUT ROWID;
 """
 
 
@@ -88,7 +90,8 @@ def _band_choice(stats, cuts: list[list[float]], n_per_band: int) -> tuple[list[
 
 
 def _pairs(ids: torch.Tensor, values: torch.Tensor) -> list[list[list]]:
-    vals = _floats(values.flatten())
+    # Effects are for display and ranking: 4 significant digits keep the file small.
+    vals = [float(f"{v:.4g}") for v in values.flatten().tolist()]
     n = values.shape[1]
     return [[[i, vals[r * n + j]] for j, i in enumerate(row)] for r, row in enumerate(ids.tolist())]
 
@@ -176,13 +179,18 @@ def write_dashboards(directory: Path, info: dict, layers: list[tuple], decode) -
         con = sqlite3.connect(tmp)
         con.executescript(SCHEMA)
         mentioned: set[int] = set()
+        zdict = None
         for layer, (stats, effects) in enumerate(layers):
             records, labels, ids = layer_records(stats, effects, cfg, decode)
             mentioned |= ids
+            texts = [json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode() for rec in records]
+            if zdict is None:  # a shared zlib dictionary: one feature's record is too small to compress well alone
+                zdict = _dictionary(texts)
             rows, fires, promotes = [], [], []
-            for f, (rec, label) in enumerate(zip(records, labels)):
+            for f, (rec, label, text) in enumerate(zip(records, labels, texts)):
                 max_act = rec["top"][0][1] if rec["top"] else 0.0
-                blob = zlib.compress(json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode(), 9)
+                packer = zlib.compressobj(9, zdict=zdict)
+                blob = packer.compress(text) + packer.flush()
                 rows.append((layer, f, rec["n"], max_act, label, blob))
                 before = cfg["context_before"]
                 tally: dict[int, int] = {}
@@ -197,6 +205,7 @@ def write_dashboards(directory: Path, info: dict, layers: list[tuple], decode) -
         con.executemany("INSERT INTO tokens VALUES (?, ?)", [(i, decode(i)) for i in sorted(mentioned)])
         meta = {"format": FORMAT, "version": str(VERSION), "info": json.dumps(info)}
         con.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+        con.execute("INSERT INTO meta VALUES ('zdict', ?)", (zdict or b"",))
         con.commit()
         con.execute("VACUUM")
         con.close()
@@ -205,6 +214,13 @@ def write_dashboards(directory: Path, info: dict, layers: list[tuple], decode) -
         tmp.unlink(missing_ok=True)
         raise
     return final
+
+
+def _dictionary(texts: list[bytes], size: int = 32768) -> bytes:
+    """zlib preset dictionary (at most 32 KiB, zlib's window) from records spread over the layer."""
+    step = max(1, len(texts) // 64)
+    sample = b"".join(texts[::step])
+    return sample[-size:]
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -230,6 +246,7 @@ class Dashboards:
                     f"version {meta['version']} is newer than this circuit-atlas reads ({VERSION}); upgrade circuit-atlas"
                 )
             self.info = json.loads(meta["info"])
+            self.zdict = meta.get("zdict", b"")
             self.vocab = dict(self.con.execute("SELECT id, text FROM tokens"))
         except (sqlite3.DatabaseError, KeyError, ValueError, json.JSONDecodeError) as err:
             raise ValueError(
@@ -266,7 +283,8 @@ class Dashboards:
                 f"{self.directory / DB_FILE} lacks feature {layer}/{index}: the file is incomplete; rebuild it"
             )
         try:
-            return json.loads(zlib.decompress(row[0]))
+            unpacker = zlib.decompressobj(zdict=self.zdict) if self.zdict else zlib.decompressobj()
+            return json.loads(unpacker.decompress(row[0]) + unpacker.flush())
         except (zlib.error, json.JSONDecodeError) as err:
             raise ValueError(
                 f"the dashboard of feature {layer}/{index} in {self.directory} is corrupt ({err}); rebuild it"

@@ -14,8 +14,8 @@ from .config import BuildConfig
 
 SENTENCES = 20_000
 CORPUS_SEED_OFFSET = 2  # the training corpus is seed, the held-out one seed + 1
-SHIPPED = BuildConfig(seq_len=32, top_k=10, sample_size=24, bands=3, band_examples=3, context_before=12,
-                      context_after=4, n_logits=8, n_logits_per_layer=4, n_inputs=6, keep_state=False)  # fmt: skip
+SHIPPED = BuildConfig(seq_len=32, top_k=8, sample_size=16, bands=3, band_examples=2, context_before=8,
+                      context_after=3, n_logits=6, n_logits_per_layer=3, n_inputs=4, keep_state=False)  # fmt: skip
 
 
 def build_toyworld_dashboards(toyworld_dir: str | Path, *, seed: int = 0, sentences: int = SENTENCES,

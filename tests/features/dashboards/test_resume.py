@@ -44,6 +44,8 @@ def test_interrupted_build_resumes_to_the_same_result(tmp_path, data_file, plt_d
     mtime = (out / "dashboards.sqlite").stat().st_mtime_ns
     again = build_dashboards("toyworld", "toyworld-plt", data_file, out, small, progress=False)
     assert again.skipped and (out / "dashboards.sqlite").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="count it twice"):
+        build_dashboards("toyworld", "toyworld-plt", data_file, out, dataclasses.replace(small, tokens=100))
 
 
 def test_adding_text_equals_building_on_all_of_it(tmp_path, small):
