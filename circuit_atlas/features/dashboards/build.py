@@ -13,6 +13,7 @@ interrupted build never leaves a half-written dashboard where a good one was.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from .config import BuildConfig
-from .corpus import fingerprint, iter_documents, iter_windows
+from .corpus import corpus_files, fingerprint, iter_documents, iter_windows
 from .stats import LayerStats
 from .store import DB_FILE, FORMAT, VERSION, write_dashboards
 
@@ -242,9 +243,12 @@ def _build(model, transcoders, data, out, cfg, device, rank, world, progress, st
     new_tokens = resume["new_tokens"] if resume else 0
     total_windows = base_windows
 
+    read = [0]  # bytes of text read so far: the progress bar's measure when no --tokens limit gives a total
+
     def all_docs():
-        yield first_doc
-        yield from docs
+        for doc in itertools.chain([first_doc], docs):
+            read[0] += len(doc.encode()) + 1
+            yield doc
 
     widths = [tc.width(l) for l in range(tc.n_layers)]
     everything = LayerStats.concat(stats)  # all layers' features in one structure: one update per batch
@@ -253,7 +257,11 @@ def _build(model, transcoders, data, out, cfg, device, rank, world, progress, st
     timings = {"forward": 0.0, "encode": 0.0, "bookkeeping": 0.0}
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.tokens, unit="tok", unit_scale=True, disable=not progress or rank != 0, desc="dashboards")
+    by_tokens = cfg.tokens is not None
+    total = cfg.tokens if by_tokens else sum(f.stat().st_size for f in corpus_files(data))
+    bar = tqdm(total=total, unit="tok" if by_tokens else "B", unit_scale=True, disable=not progress or rank != 0,
+               desc="dashboards")  # fmt: skip
+    seen, t_start = 0, time.perf_counter()
     stopped = False
     batches_here = 0
     i = -1
@@ -261,7 +269,9 @@ def _build(model, transcoders, data, out, cfg, device, rank, world, progress, st
         for i, batch in enumerate(_batches(iter_windows(all_docs(), tok, bos, cfg.seq_len, base_windows),
                                            cfg.batch_size, cfg.tokens)):  # fmt: skip
             total_windows = batch[-1].id + 1
-            bar.update(sum(len(w.ids) - 1 for w in batch))
+            seen += sum(len(w.ids) - 1 for w in batch)
+            bar.update((seen if by_tokens else min(read[0], total)) - bar.n)
+            bar.set_postfix_str(f"{seen / max(time.perf_counter() - t_start, 1e-9):.0f} tok/s", refresh=False)
             if i % world != rank or i < done:
                 continue
             # Padding beyond the batch's longest window is cut (causal attention: nothing else changes); a
