@@ -397,6 +397,10 @@ COMMANDS = [add_trace_parser, add_export_parser, add_intervene_parser, add_estim
 LAZY_COMMANDS = {
     "train-transcoders": ("circuit_atlas.training.cli:add_train_parser", "train PLT / CLT transcoders for a model"),
     "serve": ("circuit_atlas.server.cli:add_parser", "run the graph server and viewer (a library of graphs)"),
+    "features": (
+        "circuit_atlas.features.dashboards.cli:add_parser",
+        "build, show, search and export feature dashboards",
+    ),
 }
 
 

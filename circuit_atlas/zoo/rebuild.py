@@ -1,7 +1,7 @@
 """`circuit-atlas zoo rebuild toyworld`: regenerate the shipped toy world from scratch.
 
 Corpus -> tokenizer -> model (toyworld/build.py), then a PLT and a CLT trained on the same
-corpus (training/), all written into a staging directory and swapped into place at the end,
+corpus (training/), then their feature dashboards (features/dashboards/toyworld.py), all written into a staging directory and swapped into place at the end,
 so a failed rebuild never leaves a half-written zoo. The figures are compared with the
 shipped ones (zoo.json) within TOLERANCE and printed.
 """
@@ -64,7 +64,7 @@ def rebuild_toyworld(out: Path | None = None, *, seed: int = 0, progress: bool =
     staging = Path(tempfile.mkdtemp(prefix=".toyworld.rebuild-", dir=out.parent))
     t0 = time.time()
     try:
-        print("[1/3] corpus, tokenizer and model")
+        print("[1/4] corpus, tokenizer and model")
         model_metrics = build_toyworld_model(staging / "model", seed=seed, progress=progress)
         data = staging / "corpus.txt"
         write_corpus(data, seed=seed, n_sentences=TRAIN_SENTENCES)
@@ -72,7 +72,7 @@ def rebuild_toyworld(out: Path | None = None, *, seed: int = 0, progress: bool =
         write_corpus(eval_data, seed=seed + 1, n_sentences=EVAL_SENTENCES)
         manifest = {"format": "circuit-atlas-zoo", "version": 1, "seed": seed, "model": model_metrics}
         for step, kind in ((2, "plt"), (3, "clt")):
-            print(f"[{step}/3] {kind.upper()} transcoders")
+            print(f"[{step}/4] {kind.upper()} transcoders")
             config = TrainConfig(kind=kind, seed=seed, **TRANSCODER_RECIPE)
             result = train_transcoders(staging / "model", data, staging / kind, config, eval_data=eval_data,
                                        progress=progress)  # fmt: skip
@@ -84,6 +84,10 @@ def rebuild_toyworld(out: Path | None = None, *, seed: int = 0, progress: bool =
             header.write_text(json.dumps(meta, indent=2))
         for scratch in (data, eval_data):
             scratch.unlink()
+        print("[4/4] feature dashboards")
+        from ..features.dashboards.toyworld import build_toyworld_dashboards
+
+        build_toyworld_dashboards(staging, seed=seed, progress=progress)
         manifest["rebuild_seconds"] = time.time() - t0
         (staging / "zoo.json").write_text(json.dumps(manifest, indent=2))
         shipped = out / "zoo.json"
