@@ -142,8 +142,12 @@ class ReplacementModel:
         tokenizer = load_tokenizer(model_dir)
         if not isinstance(transcoders, Transcoders):
             from .transcoders.io import load_transcoders
+            from .zoo import TRANSCODERS as SHIPPED
 
+            shipped = str(transcoders) if str(transcoders) in SHIPPED else None
             transcoders = load_transcoders(resolve_transcoders(transcoders))
+            if shipped:  # graphs record the set by the name it is loaded by (its dashboards are found by it)
+                transcoders.name = shipped
         if not allow_model_mismatch:  # the recorded name, before the weights load (__init__ checks it all)
             check_recorded_name(transcoders, [str(model), str(model_dir)])
         dtype = dtype or torch.float32

@@ -410,7 +410,13 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/api/features/{transcoders}/{layer}/{index}")
     def feature_dashboard(transcoders: str, layer: int, index: int) -> dict:
-        raise NotFound(f"no dashboard for feature {layer}/{index} of {transcoders!r}: dashboards are not built yet")
+        """One feature's dashboard as circuit-tracer / Neuronpedia feature JSON (404 when none is built)."""
+        from .dashboards import feature_json
+
+        try:
+            return feature_json(data_dir, transcoders, layer, index)
+        except FileNotFoundError as exc:
+            raise NotFound(str(exc)) from None
 
     add_job_routes(app, graph_row)
     add_docs(app)

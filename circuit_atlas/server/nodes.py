@@ -16,7 +16,9 @@ from circuit_atlas.graph.graph import EMBEDDING, ERROR, FEATURE, KINDS, LOGIT, G
 
 
 class NodeTable:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, feature_labels: dict[tuple[int, int], str] | None = None):
+        """feature_labels: {(layer, index): label} from the set's feature dashboards, the automatic label
+        of feature nodes the graph file does not label itself."""
         self.n = graph.n_nodes
         raw_ids = graph.ids
         seen: Counter[str] = Counter()
@@ -51,6 +53,8 @@ class NodeTable:
         self.auto_labels = []
         for key, k, tok, act in zip(node_keys(graph), graph.kind.tolist(), self.token, self.activation):
             clerp = str((originals.get(key) or {}).get("clerp") or "")
+            if not clerp and k == FEATURE and feature_labels:
+                clerp = feature_labels.get((self.layer[len(self.auto_labels)], self.feature[len(self.auto_labels)]), "")
             if k == LOGIT:
                 label = next(logit_labels)
                 clerp = clerp or f'Output "{label}" (p={act:.3f})'

@@ -80,7 +80,10 @@ class GraphCache:
         influence = load_influence(self.data_dir, sha)
         if influence is None or influence.shape != (graph.n_nodes,):
             influence = sparse.influence()
-        return LoadedGraph(gid, graph, sparse, NodeTable(graph), influence, cumulative(influence))
+        from .dashboards import feature_labels
+
+        nodes = NodeTable(graph, feature_labels(self.data_dir, graph.metadata.get("transcoders")))
+        return LoadedGraph(gid, graph, sparse, nodes, influence, cumulative(influence))
 
 
 def _num(x: float) -> float | None:

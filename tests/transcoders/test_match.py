@@ -101,7 +101,7 @@ def test_cli_refuses_and_overrides(other_models, tmp_path):
     r = cli()
     assert r.returncode == 2
     assert r.stderr.strip() == r.stderr.strip().splitlines()[0]  # one line: refused before the weights load
-    assert r.stderr.startswith("circuit-atlas: error: transcoders 'clt' were trained on model 'toyworld'")
+    assert r.stderr.startswith("circuit-atlas: error: transcoders 'toyworld-clt' were trained on model 'toyworld'")
     assert "--allow-model-mismatch" in r.stderr and not (tmp_path / "g.safetensors").exists()
     r = cli("--allow-model-mismatch")
     assert r.returncode == 0, r.stderr
