@@ -104,6 +104,7 @@ def test_dragged_card_position_is_saved(page, server, graph):
         page.keyboard.down("Control")
         page.mouse.click(*node_xy(page, i))
         page.keyboard.up("Control")
+    page.wait_for_selector("#sg-svg[data-pinned='2']")
     x, y = card_xy(page, ids[0])
     page.mouse.move(x, y)
     page.mouse.down()
