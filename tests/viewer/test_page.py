@@ -153,6 +153,13 @@ def test_pruning_slider_hidden_count_and_reveal(page, server, graph):
     page.wait_for_function("t => window.atlas.S.nodes.length < t", arg=shown)
     assert page.evaluate("id => window.atlas.S.byId.has(id)", node)
     assert abs(page.evaluate("window.atlas.S.nodeThreshold") - 0.75) < 1e-9
+    # Moving the threshold in a run is one undo step.
+    page.keyboard.press("[")
+    page.wait_for_function("Math.abs(window.atlas.S.nodeThreshold - 0.7) < 1e-9")
+    page.keyboard.press("Control+z")
+    page.wait_for_function("Math.abs(window.atlas.S.nodeThreshold - 0.8) < 1e-9")
+    assert page.evaluate("window.atlas.S.pinned") == [node]
+    page.wait_for_function("n => window.atlas.S.nodes.length === n", arg=shown)
     page.click("#reveal")
     page.wait_for_function("t => window.atlas.S.edgeThreshold === 1 && window.atlas.S.nodes.length > t", arg=shown)
     now, left = page.evaluate("[window.atlas.S.nodes.length, window.atlas.S.hidden]")
