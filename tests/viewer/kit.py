@@ -52,6 +52,7 @@ def pin_three_group_two(page, label="Texas"):
         page.mouse.click(x, y)
         page.keyboard.up("Control")
     page.wait_for_function("n => window.atlas.S.pinned.length === n", arg=3)
+    page.wait_for_selector("#sg-svg[data-pinned='3']")  # cards laid out for all three pins
     page.keyboard.down("g")
     for i in ids[:2]:
         page.mouse.click(*card_xy(page, i))

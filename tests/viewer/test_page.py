@@ -104,6 +104,7 @@ def test_dragged_card_position_is_saved(page, server, graph):
         page.keyboard.down("Control")
         page.mouse.click(*node_xy(page, i))
         page.keyboard.up("Control")
+    page.wait_for_selector("#sg-svg[data-pinned='2']")
     x, y = card_xy(page, ids[0])
     page.mouse.move(x, y)
     page.mouse.down()
@@ -152,11 +153,19 @@ def test_pruning_slider_hidden_count_and_reveal(page, server, graph):
     page.wait_for_function("t => window.atlas.S.nodes.length < t", arg=shown)
     assert page.evaluate("id => window.atlas.S.byId.has(id)", node)
     assert abs(page.evaluate("window.atlas.S.nodeThreshold") - 0.75) < 1e-9
+    # Moving the threshold in a run is one undo step.
+    page.keyboard.press("[")
+    page.wait_for_function("Math.abs(window.atlas.S.nodeThreshold - 0.7) < 1e-9")
+    page.keyboard.press("Control+z")
+    page.wait_for_function("Math.abs(window.atlas.S.nodeThreshold - 0.8) < 1e-9")
+    assert page.evaluate("window.atlas.S.pinned") == [node]
+    page.wait_for_function("n => window.atlas.S.nodes.length === n", arg=shown)
     page.click("#reveal")
     page.wait_for_function("t => window.atlas.S.edgeThreshold === 1 && window.atlas.S.nodes.length > t", arg=shown)
     now, left = page.evaluate("[window.atlas.S.nodes.length, window.atlas.S.hidden]")
-    assert now + left == shown + hidden and left < hidden
-    assert f"{left} node" in page.inner_text("#hidden-count")
+    assert now + left == shown + hidden and left == 0  # thresholds of 1.0 mean "no pruning"
+    assert "0 nodes hidden by filters" in page.inner_text("#hidden-count")
+    assert page.is_hidden("#reveal")
 
 
 def test_search_with_slash_finds_a_node_by_label(page, server, graph):

@@ -91,9 +91,12 @@ let thresholdTimer = null;
 export function setThreshold(v) {
   v = Math.max(0.2, Math.min(1, Math.round(v * 100) / 100));
   if (v === S.nodeThreshold) return;
-  mutate(() => {
-    S.nodeThreshold = v;
-  });
+  mutate(
+    () => {
+      S.nodeThreshold = v;
+    },
+    { coalesce: "threshold" },
+  );
   emit("threshold");
 }
 /** Show every node the server has: both thresholds to 1. */

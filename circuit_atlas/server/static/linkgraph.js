@@ -33,6 +33,7 @@ let drag = null;
 let lastMouse = null;
 let raf = 0;
 let rafOver = 0;
+let ctrlHeld = false; // the tooltip says what a Ctrl/Cmd-click will do
 
 export function bandOf(n) {
   if (n.kind === "embedding") return 0;
@@ -53,6 +54,14 @@ export function init() {
     setHover(null);
   });
   body.addEventListener("mousedown", onDown);
+  for (const type of ["keydown", "keyup"])
+    window.addEventListener(type, (e) => {
+      const held = e.ctrlKey || e.metaKey;
+      if (held !== ctrlHeld) {
+        ctrlHeld = held;
+        updateTip();
+      }
+    });
   window.addEventListener("mouseup", onUp);
   body.addEventListener("wheel", onWheel, { passive: false });
   on("view", () => {
@@ -295,7 +304,8 @@ function updateTip() {
   const i = S.index.get(id);
   const act = n.activation != null ? `  act ${Number(n.activation).toFixed(2)}` : "";
   const prob = n.probability != null ? `  p=${Number(n.probability).toFixed(3)}` : "";
-  tooltip.textContent = `${nodeLabel(n)}\n${layerName(n)} · ${n.position}: ${JSON.stringify(tokenAt(n.position))}${act}${prob}${isPinned(id) ? "  (pinned)" : ""}`;
+  const hint = ctrlHeld ? `\nCtrl-click to ${isPinned(id) ? "unpin" : "pin"}` : isPinned(id) ? "  (pinned)" : "";
+  tooltip.textContent = `${nodeLabel(n)}\n${layerName(n)} · ${n.position}: ${JSON.stringify(tokenAt(n.position))}${act}${prob}${hint}`;
   tooltip.hidden = false;
   const x = sx(L.x[i]);
   const y = sy(L.y[i]);

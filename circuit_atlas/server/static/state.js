@@ -132,13 +132,16 @@ function restore(snap) {
 }
 
 /** Change the working state in fn(); recorded for undo and autosaved. */
-export function mutate(fn, { record = true } = {}) {
+export function mutate(fn, { record = true, coalesce = null } = {}) {
   const before = snapshot();
   fn();
   const after = snapshot();
   if (before === after) return;
   if (record) {
-    undoStack.push({ kind: "state", before, after });
+    // A run of edits of one kind (dragging the pruning slider) is one undo step.
+    const last = undoStack[undoStack.length - 1];
+    if (coalesce && last && last.coalesce === coalesce && redoStack.length === 0) last.after = after;
+    else undoStack.push({ kind: "state", before, after, coalesce });
     redoStack.length = 0;
   }
   emit("pins");

@@ -31,6 +31,13 @@ export function init() {
   on("view", () => data.cards.length || refresh());
   on("labels", draw);
   on("select", draw);
+  const syncPin = () => {
+    const b = document.getElementById("sg-pin");
+    b.textContent = S.selected && S.pinned.includes(S.selected) ? "Unpin" : "Pin";
+    b.disabled = !S.selected || S.selected.startsWith("sn:");
+  };
+  on("select", syncPin);
+  on("pins", syncPin);
   on("hover", markHover);
   on("grouping", draw);
   on("steer-result", (r) => {
@@ -110,6 +117,7 @@ async function refresh() {
   }
   layoutCache = {};
   draw();
+  svg.dataset.pinned = String(S.pinned.length); // the cards now reflect every pin (tests wait on this)
 }
 
 /** Give each server card our id: node id, or sn:i for the supernode with the same members. */
@@ -428,7 +436,7 @@ function startDrag(e, c, g) {
   const r = svg.getBoundingClientRect();
   const start = [e.clientX, e.clientY];
   let moved = false;
-  const P0 = toScreen(S.positions[c.id] || layoutCache[c.id]);
+  const P0 = toScreen(positions()[c.id]); // the card's place now (the layout may have been redone since drawing)
   const move = (ev) => {
     const dx = ev.clientX - start[0];
     const dy = ev.clientY - start[1];
