@@ -196,6 +196,12 @@ def create_app(config: ServerConfig) -> FastAPI:
                                                                "edge_threshold", "slug", "dialect", "import_warnings",
                                                                "counts", "view_code")}  # fmt: skip
         out["view_url"] = f"/v/{meta['view_code']}" if meta.get("view_code") else None
+        out["dashboards"] = None  # the name /api/features/{name}/... answers for this graph's features
+        if row.state == "ok" and row.sha256:
+            from .dashboards import dashboards_dir
+
+            name = loaded(session, gid)[1].graph.metadata.get("transcoders")
+            out["dashboards"] = name if dashboards_dir(data_dir, name) is not None else None
         return out
 
     @app.patch("/api/graphs/{gid}")

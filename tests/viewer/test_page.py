@@ -34,8 +34,15 @@ def test_hover_and_click_update_connections_and_detail(page, server, graph):
     layer, feature = node.split(":")[1], node.split(":")[3]
     assert f"Feature L{layer}/{feature}" in page.inner_text("#detail-body")
     assert page.is_visible("#tooltip")
-    # The dashboard route has nothing for this transcoder set: the panel says so instead of breaking.
-    page.wait_for_selector("#detail-body [data-dashboard]")
+    # The toy world ships its dashboards: the panel draws this feature's (histogram, promoted tokens, examples).
+    page.wait_for_selector("#detail-body [data-dashboard=shown]")
+    from circuit_atlas.features.dashboards import load_dashboard
+
+    dash = load_dashboard("toyworld-clt", int(layer), int(feature)).to_json()
+    body = page.inner_text("#detail-body")
+    assert "Activation histogram" in body and "Top promoted tokens" in body
+    assert dash["top_logits"][0].strip() in body
+    assert page.locator("#detail-body .ex").count() > 0
     page.mouse.click(x, y)
     page.wait_for_function("id => window.atlas.S.selected === id", arg=node)
     page.wait_for_selector("#conn-body .conn-col .crow[data-id]")

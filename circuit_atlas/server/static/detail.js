@@ -237,9 +237,11 @@ async function embeddingEffects(n, box) {
 
 // ---- dashboards -----------------------------------------------------------------------------
 async function dashboard(n, box) {
-  const ts = S.meta?.transcoders;
+  const ts = S.meta?.dashboards;
   if (!ts) {
-    box.append(el("p", "muted", "This graph does not name its transcoder set, so no dashboard can be looked up."));
+    const p = el("p", "muted", "no dashboard built for this transcoder set (circuit-atlas features build)");
+    p.dataset.dashboard = "missing";
+    box.append(p);
     return;
   }
   const key = `${ts}/${n.layer}/${n.feature}`;
@@ -263,6 +265,12 @@ async function dashboard(n, box) {
   drawDashboard(c.data, n, box);
 }
 
+// circuit-tracer's feature JSON keeps token strings and their values in parallel lists
+function withValues(list, values) {
+  if (!list || !values || list.length !== values.length) return list;
+  return list.map((t, i) => (typeof t === "string" ? { token: t, value: values[i] } : t));
+}
+
 function tokensOf(list) {
   return (list || []).map((t) => (typeof t === "string" ? { token: t } : { token: t.token ?? t[0], value: t.value ?? t.logit ?? t[1] }));
 }
@@ -271,11 +279,15 @@ function drawDashboard(d, n, box) {
   box.dataset.dashboard = "shown";
   const desc = d.description || d.explanation || d.label;
   if (desc) box.append(el("p", "", desc));
-  const hist = d.histogram || d.activation_histogram;
+  if (d.activation_frequency != null) {
+    box.append(el("p", "muted", `active on ${(100 * d.activation_frequency).toFixed(3)} % of ${d.n_tokens ?? "?"} tokens · max ${Number(d.act_max ?? 0).toFixed(3)}`));
+  }
+  const hist = d.histogram_edges ? { counts: d.histogram, edges: d.histogram_edges } : d.histogram || d.activation_histogram;
   if (hist) box.append(el("h5", "", "Activation histogram"), histogram(hist, d, n.activation));
   for (const [title, list] of [
-    ["Top promoted tokens", d.top_logits || d.top_tokens || d.promoted],
-    ["Bottom (suppressed) tokens", d.bottom_logits || d.bottom_tokens || d.suppressed],
+    ["Top promoted tokens", withValues(d.top_logits || d.top_tokens || d.promoted, d.top_logits_values)],
+    ["Bottom (suppressed) tokens", withValues(d.bottom_logits || d.bottom_tokens || d.suppressed, d.bottom_logits_values)],
+    ["Excited most by (embedding)", d.top_inputs],
   ]) {
     if (!list || !list.length) continue;
     const tl = el("div", "toklist");
@@ -335,7 +347,14 @@ function histogram(h, d, act) {
     svg.append(r);
   });
   if (act != null && hi > lo) {
-    const x = Math.max(0, Math.min(w, ((act - lo) / (hi - lo)) * w));
+    // bins may be log-spaced: place the marker by its bin, then linearly inside it
+    let x = ((act - lo) / (hi - lo)) * w;
+    if (edges && edges.length === counts.length + 1) {
+      const i = edges.findIndex((e, j) => j < counts.length && act >= e && act < edges[j + 1]);
+      if (i >= 0) x = (i + (act - edges[i]) / (edges[i + 1] - edges[i])) * bw;
+      else x = act < lo ? 0 : w;
+    }
+    x = Math.max(0, Math.min(w, x));
     const l = document.createElementNS(ns, "line");
     for (const [k, v] of Object.entries({ x1: x, x2: x, y1: 0, y2: hgt, stroke: "#c51b7d", "stroke-dasharray": "3 2", "stroke-width": 2 })) l.setAttribute(k, v);
     svg.append(l);
