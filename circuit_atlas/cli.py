@@ -1,4 +1,4 @@
-"""Command line: `circuit-atlas trace | export | intervene | train-transcoders | zoo rebuild | demo`."""
+"""Command line: `circuit-atlas trace | export | intervene | train-transcoders | convert-gguf | zoo rebuild | demo`."""
 
 from __future__ import annotations
 
@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.cli import add_train_parser
 
     add_train_parser(sub)
+
+    from .models.gguf import add_convert_gguf_parser
+
+    add_convert_gguf_parser(sub)
 
     zoo = sub.add_parser("zoo", help="the shipped models and transcoders")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)

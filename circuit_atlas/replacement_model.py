@@ -73,7 +73,7 @@ class ReplacementModel:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> ReplacementModel:
-        """Load a local HF model directory and a transcoder directory (any supported format).
+        """Load a local HF model directory (or a .gguf file) and a transcoder directory (any supported format).
 
         Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`.
         """
@@ -82,6 +82,10 @@ class ReplacementModel:
         from .zoo import resolve_model, resolve_transcoders
 
         model_dir = resolve_model(model)
+        from .models.gguf import gguf_model_dir, is_gguf
+
+        if is_gguf(model_dir):  # converted once to a Hugging Face folder, cached by sha256
+            model_dir = gguf_model_dir(model_dir)
         if not model_dir.is_dir():
             raise FileNotFoundError(
                 f"model directory {str(model_dir)!r} does not exist; circuit-atlas loads models from a local "
