@@ -75,15 +75,18 @@ class ReplacementModel:
     ) -> ReplacementModel:
         """Load a local HF model directory (or a .gguf file) and a transcoder directory (any supported format).
 
-        Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`.
+        Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`, and Hugging Face Hub ids
+        (`"google/gemma-2-2b"`, `"mntss/gemma-scope-transcoders@main"`), downloaded or found in the Hub cache.
         """
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+        from .models.gguf import gguf_model_dir, is_gguf
+        from .models.hub import hub_model_dir, hub_transcoders_dir, looks_like_hub_id
         from .zoo import resolve_model, resolve_transcoders
 
         model_dir = resolve_model(model)
-        from .models.gguf import gguf_model_dir, is_gguf
-
+        if looks_like_hub_id(str(model)) and not model_dir.exists():  # owner/repo[@rev]: Hub cache or download
+            model_dir = hub_model_dir(str(model))
         if is_gguf(model_dir):  # converted once to a Hugging Face folder, cached by sha256
             model_dir = gguf_model_dir(model_dir)
         if not model_dir.is_dir():
@@ -101,7 +104,10 @@ class ReplacementModel:
         if not isinstance(transcoders, Transcoders):
             from .transcoders.io import load_transcoders
 
-            transcoders = load_transcoders(resolve_transcoders(transcoders))
+            tc_path = resolve_transcoders(transcoders)
+            if looks_like_hub_id(str(transcoders)) and not tc_path.exists():
+                tc_path = hub_transcoders_dir(str(transcoders))
+            transcoders = load_transcoders(tc_path)
         return cls(hf_model, tokenizer, transcoders, dtype=dtype, device=device, name=str(model_dir))
 
     # --- facts ---------------------------------------------------------------------------

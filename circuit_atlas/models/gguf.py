@@ -181,12 +181,30 @@ def convert_gguf(path: str | Path, out_dir: str | Path, *, sha256: str | None = 
     return out
 
 
+def cached_sha256(src: Path, root: Path) -> str:
+    """sha256 of `src`, remembered by (path, size, mtime) in root/hashes.json: rehash only a changed file."""
+    st = src.stat()
+    key = f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    index_path = root / "hashes.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if key not in index:
+        index[key] = sha256_file(src)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(index, indent=1) + "\n")
+        tmp.replace(index_path)
+    return index[key]
+
+
 def gguf_model_dir(path: str | Path, *, cache: str | Path | None = None) -> Path:
     """The cached Hugging Face folder of a GGUF file, converting it on first use."""
     src = gguf_file(path)
     inspect_gguf(src)  # clear errors before hashing hundreds of MB
-    digest = sha256_file(src)
     root = Path(cache) if cache is not None else cache_root() / "gguf"
+    digest = cached_sha256(src, root)
     out = root / digest[:16]
     marker = out / PROVENANCE
     if marker.is_file():

