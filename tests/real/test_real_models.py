@@ -86,7 +86,7 @@ def engine(name: str) -> ReplacementModel:
 @pytest.fixture(params=["smollm2", "gemma3"], scope="module")
 def name(request):
     yield request.param
-    for f in (hf_model, oracle, transcoders, engine):  # one real model in memory at a time
+    for f in (hf_model, oracle, transcoders, engine, engine64):  # one real model in memory at a time
         f.cache_clear()
 
 
