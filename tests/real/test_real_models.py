@@ -44,7 +44,7 @@ DALLAS_IDS = {
 SITES = {"smollm2": ("hook_resid_mid", "hook_mlp_out"), "gemma3": ("mlp.hook_in", "hook_mlp_out")}
 N_FEATURE_ROWS = 24
 N_LOGIT_ROWS = 3
-MAX_FEATURE_ROWS = 400
+MAX_FEATURE_ROWS = 1200
 
 
 @functools.cache
@@ -226,6 +226,9 @@ def test_sampled_edges_equal_the_float64_jacobian(name):
         rel = float((got - expected).norm() / expected.norm())
         worst = max(worst, rel)
         assert rel < 1e-5, f"row {graph.ids[i]}: relative error {rel:.2e} against the float64 Jacobian"
+    n_l, n_p = len({int(layers[i]) for i in picked}), len({int(positions[i]) for i in picked})
+    print(f"{name}: {len(picked)} rows over {n_l} layers and {n_p} positions, {len(fnodes)} active features "
+          f"(L0 {l0:.1f}), worst relative error {worst:.1e}")  # fmt: skip
     assert worst < 1e-5
 
 
