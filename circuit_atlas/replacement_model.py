@@ -120,16 +120,24 @@ class ReplacementModel:
         device: torch.device | str | None = None,
         allow_model_mismatch: bool = False,
     ) -> ReplacementModel:
-        """Load a local HF model directory and a transcoder directory (any supported format).
+        """Load a local HF model directory (or a .gguf file) and a transcoder directory (any supported format).
 
-        Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`. Transcoders recorded as
-        trained on another model (transcoders/match.py) are refused unless allow_model_mismatch=True.
+        Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`, and Hugging Face Hub ids
+        (`"google/gemma-2-2b"`, `"mntss/gemma-scope-transcoders@main"`), downloaded or found in the Hub cache.
+        Transcoders recorded as trained on another model (transcoders/match.py) are refused unless
+        allow_model_mismatch=True.
         """
         from transformers import AutoConfig, AutoModelForCausalLM
 
+        from .models.gguf import gguf_model_dir, is_gguf
+        from .models.hub import hub_model_dir, hub_transcoders_dir, looks_like_hub_id
         from .zoo import resolve_model, resolve_transcoders
 
         model_dir = resolve_model(model)
+        if looks_like_hub_id(str(model)) and not model_dir.exists():  # owner/repo[@rev]: Hub cache or download
+            model_dir = hub_model_dir(str(model))
+        if is_gguf(model_dir):  # converted once to a Hugging Face folder, cached by sha256
+            model_dir = gguf_model_dir(model_dir)
         if not model_dir.is_dir():
             raise FileNotFoundError(
                 f"model directory {str(model_dir)!r} does not exist; circuit-atlas loads models from a local "
@@ -145,7 +153,10 @@ class ReplacementModel:
             from .zoo import TRANSCODERS as SHIPPED
 
             shipped = str(transcoders) if str(transcoders) in SHIPPED else None
-            transcoders = load_transcoders(resolve_transcoders(transcoders))
+            tc_path = resolve_transcoders(transcoders)
+            if looks_like_hub_id(str(transcoders)) and not tc_path.exists():
+                tc_path = hub_transcoders_dir(str(transcoders))
+            transcoders = load_transcoders(tc_path)
             if shipped:  # graphs record the set by the name it is loaded by (its dashboards are found by it)
                 transcoders.name = shipped
         if not allow_model_mismatch:  # the recorded name, before the weights load (__init__ checks it all)

@@ -1,7 +1,7 @@
 """Independent float64 oracle for attribution graphs.
 
 This module re-implements, from a Hugging Face model's weights alone, the clean forward pass
-of five architectures (llama, qwen2, qwen3, gemma2, gpt2) and the *frozen replacement model*
+of six architectures (llama, qwen2, qwen3, gemma2, gemma3, gpt2) and the *frozen replacement model*
 used for attribution, then builds the dense attribution adjacency by brute force with
 `torch.func.jacrev`. It deliberately shares no code with `circuit_atlas.models` or
 `circuit_atlas.attribution`; only `circuit_atlas.transcoders.Transcoders` (for the
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gpt2")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2")
 F64 = torch.float64
 
 
@@ -166,7 +166,8 @@ def extract_weights(hf_model) -> Weights:
         )
 
     m = mlp_model.model
-    gemma = arch == "gemma2"
+    gemma = arch in ("gemma2", "gemma3_text")
+    gemma3 = arch == "gemma3_text"  # Gemma-2's layout + (1 + w) q/k norms, a RoPE base per layer type
     for i, blk in enumerate(m.layers):
         sa = blk.self_attn
         Wq, bq = _linear(sa.q_proj)
@@ -176,10 +177,10 @@ def extract_weights(hf_model) -> Weights:
         hd = sa.head_dim
         H = cfg.num_attention_heads
         n_kv = cfg.num_key_value_heads
-        rp = cfg.rope_parameters
+        layer_type = cfg.layer_types[i] if getattr(cfg, "layer_types", None) else "full_attention"
+        rp = cfg.rope_parameters[layer_type] if gemma3 else cfg.rope_parameters
         if rp.get("rope_type", "default") != "default":
             raise ValueError("oracle supports only default RoPE")
-        layer_type = cfg.layer_types[i] if getattr(cfg, "layer_types", None) else "full_attention"
         if gemma:
             scale = float(cfg.query_pre_attn_scalar) ** -0.5
             softcap = cfg.attn_logit_softcapping
@@ -202,8 +203,8 @@ def extract_weights(hf_model) -> Weights:
             scale,
             softcap,
             window,
-            _rms(sa.q_norm) if arch == "qwen3" else None,
-            _rms(sa.k_norm) if arch == "qwen3" else None,
+            _rms(sa.q_norm, gemma3) if arch in ("qwen3", "gemma3_text") else None,
+            _rms(sa.k_norm, gemma3) if arch in ("qwen3", "gemma3_text") else None,
             float(rp["rope_theta"]),
         )
         if gemma:

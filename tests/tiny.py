@@ -29,7 +29,7 @@ from oracle import F64, OracleModel  # noqa: E402
 
 from circuit_atlas.transcoders import Transcoders  # noqa: E402
 
-ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gpt2")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2")
 PROMPT = "The capital of the state containing Dallas is"
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -134,6 +134,31 @@ def _configure(arch: str, vocab_size: int, tok) -> object:
             attn_implementation="eager",
             **common_ids,
         )
+    if arch == "gemma3":
+        # Sliding layers 0 and 2 (window 4) and a global layer 1, each type with its own RoPE base
+        # (far apart, so a wrong table shows); q/k norms; no soft caps, as in the real Gemma-3.
+        return tf.Gemma3TextConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=12,
+            query_pre_attn_scalar=10,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+            max_position_embeddings=64,
+            rms_norm_eps=1e-6,
+            hidden_activation="gelu_pytorch_tanh",
+            tie_word_embeddings=True,
+            attn_implementation="eager",
+            **common_ids,
+        )
     if arch == "gpt2":
         cfg = tf.GPT2Config(
             vocab_size=vocab_size,
@@ -174,15 +199,15 @@ def tiny_model(arch: str, seed: int = 0, vocab_size: int | None = None, tokenize
             short = name.split(".")[-2] if "." in name else name
             is_norm = ("norm" in name) or short.startswith("ln_")
             if is_norm and name.endswith("weight"):
-                if arch == "gemma2":  # gain = 1 + w
+                if arch in ("gemma2", "gemma3"):  # gain = 1 + w
                     p.copy_(normal(p.shape, 0.3))
                 else:
                     p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
             elif name.endswith("bias"):
                 p.copy_(normal(p.shape, 0.2))
             elif "wte" in name or "embed_tokens" in name:
-                # Gemma-2 multiplies by sqrt(d) and ties the unembedding: keep its logits moderate
-                p.copy_(normal(p.shape, 0.25 if arch == "gemma2" else 1.0))
+                # Gemma-2/3 multiply by sqrt(d) and ties the unembedding: keep its logits moderate
+                p.copy_(normal(p.shape, 0.25 if arch in ("gemma2", "gemma3") else 1.0))
             elif "wpe" in name:
                 p.copy_(normal(p.shape, 0.5))
             else:  # projection matrices

@@ -31,9 +31,9 @@ from ..models.cache import LayerCache, cached_attention
 from ..models.forward import (
     CleanRun,
     apply_norm,
+    layer_rotary_tables,
     norm_scale,
     normalize,
-    rotary_tables,
     unembed,
 )
 from .spec import Feature, Intervention, Supernode
@@ -257,16 +257,17 @@ class InterventionRunner:
         r = w.embed[new_ids] * w.embed_scale
         if w.position_embed is not None:
             r = r + w.position_embed[lo:hi]
-        cos, sin = rotary_tables(w, hi, r)
-        if cos is not None:
-            cos, sin = cos[lo:hi], sin[lo:hi]
+        # Rotary tables of the new positions, per layer (Gemma-3's layer types have their own bases).
+        rotary = [
+            (None, None) if cos is None else (cos[lo:hi], sin[lo:hi]) for cos, sin in layer_rotary_tables(w, hi, r)
+        ]
         pending = torch.zeros((w.n_layers, n, w.d_model), dtype=r.dtype, device=r.device)  # decoder deltas
         acts_out, pre_out = [], []
         for l, b in enumerate(w.blocks):
             # Attention (pattern frozen or live) and the norms around it.
             x1 = apply_norm(b.ln1, r, scale_of(b.ln1, r, "ln1", l))
             pattern = c.patterns[l] if freeze_attention else None
-            a, _ = cached_attention(b.attn, x1, self.caches[l], cos, sin, pattern)
+            a, _ = cached_attention(b.attn, x1, self.caches[l], *rotary[l], pattern)
             if b.post_attn_norm is not None:
                 a = apply_norm(b.post_attn_norm, a, scale_of(b.post_attn_norm, a, "post_attn", l))
             r_mid = r + a

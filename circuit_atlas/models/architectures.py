@@ -3,7 +3,7 @@
 Every supported family is a pre-norm decoder: embeddings -> [norm -> attention -> (post
 norm) -> residual; norm -> MLP -> (post norm) -> residual] x L -> final norm -> unembedding.
 A mapping names the modules that play each role and the few switches that differ
-(norm kind, gain offset, embedding scale, positional scheme, fused QKV). Adding a family
+(norm kind, gain offset, embedding scale, positional scheme, fused QKV, q/k norms). Adding a family
 means adding one `Architecture(...)` here and running tests/models/test_forward.py on a
 tiny random instance of it.
 """
@@ -40,6 +40,7 @@ class Architecture:
     norm_kind: str = "rms"  # "rms" or "layer"
     norm_gain_offset: float = 0.0  # Gemma multiplies by (1 + weight)
     embed_scale_sqrt_d: bool = False  # Gemma scales embeddings by sqrt(d_model)
+    query_pre_attn_scalar: bool = False  # Gemma: scores scaled by config.query_pre_attn_scalar**-0.5
 
 
 LLAMA = Architecture(
@@ -71,7 +72,14 @@ GEMMA2 = Architecture(
         "post_mlp_norm": "post_feedforward_layernorm",
         "norm_gain_offset": 1.0,
         "embed_scale_sqrt_d": True,
+        "query_pre_attn_scalar": True,
     }
+)
+
+# Gemma-3: Gemma-2's sandwich norms plus per-head q/k RMSNorms (also 1 + weight), no soft caps,
+# and sliding-window layers with their own RoPE base (config.rope_parameters per layer type).
+GEMMA3 = Architecture(
+    **{**GEMMA2.__dict__, "name": "gemma3", "model_types": ("gemma3_text",), "q_norm": "q_norm", "k_norm": "k_norm"}
 )
 
 GPT2 = Architecture(
@@ -93,7 +101,7 @@ GPT2 = Architecture(
     norm_kind="layer",
 )
 
-ARCHITECTURES = (LLAMA, QWEN2, QWEN3, GEMMA2, GPT2)
+ARCHITECTURES = (LLAMA, QWEN2, QWEN3, GEMMA2, GEMMA3, GPT2)
 
 
 def architecture_for(model_type: str) -> Architecture:

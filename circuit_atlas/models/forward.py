@@ -102,23 +102,42 @@ class CleanRun:
     logits: torch.Tensor  # (T, V)
 
 
-def rotary_tables(w: ModelWeights, T: int, like: torch.Tensor):
+def rotary_tables(w: ModelWeights, T: int, like: torch.Tensor, layer_type: str | None = None):
+    """(cos, sin), each (T, dh), of positions [0, T); `layer_type` picks Gemma-3's per-type table."""
     if w.rotary is None:
         return None, None
     rotary = w.rotary
-    if like.dtype == torch.float64 and getattr(rotary, "rope_type", "default") == "default":
+    rope_type = getattr(rotary, "rope_type", "default")
+    if isinstance(rope_type, dict):  # one table per layer type (Gemma-3)
+        rope_type = rope_type[layer_type]
+    if like.dtype == torch.float64 and rope_type == "default":
         # HF builds its tables in float32; a float64 engine rebuilds the default table exactly.
         config = rotary.config
-        theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta") or config.rope_theta
-        half = rotary.inv_freq.shape[0]
+        params = getattr(config, "rope_parameters", None) or {}
+        if layer_type is not None:
+            params = params[layer_type]
+        theta = params.get("rope_theta") or config.rope_theta
+        prefix = "" if layer_type is None else f"{layer_type}_"
+        half = getattr(rotary, f"{prefix}inv_freq").shape[0]
         inv_freq = 1.0 / theta ** (torch.arange(half, dtype=torch.float64, device=like.device) * 2 / (2 * half))
         angles = torch.arange(T, dtype=torch.float64, device=like.device)[:, None] * inv_freq
         emb = torch.cat((angles, angles), dim=-1)
-        scaling = getattr(rotary, "attention_scaling", 1.0)
+        scaling = getattr(rotary, f"{prefix}attention_scaling", 1.0)
         return emb.cos() * scaling, emb.sin() * scaling
     pos = torch.arange(T, device=like.device)[None]
-    cos, sin = rotary(like[None].to(w.embed.dtype), pos)
+    args = () if layer_type is None else (layer_type,)
+    cos, sin = rotary(like[None].to(w.embed.dtype), pos, *args)
     return cos[0].to(like.dtype), sin[0].to(like.dtype)  # (T, dh)
+
+
+def layer_rotary_tables(w: ModelWeights, T: int, like: torch.Tensor) -> list[tuple]:
+    """Per layer, the (cos, sin) its attention uses (shared unless the layer types differ)."""
+    tables: dict[str | None, tuple] = {}
+    for b in w.blocks:
+        key = b.attn.rope_layer_type
+        if key not in tables:
+            tables[key] = rotary_tables(w, T, like, key)
+    return [tables[b.attn.rope_layer_type] for b in w.blocks]
 
 
 def unembed(w: ModelWeights, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,10 +157,10 @@ def clean_forward(w: ModelWeights, input_ids: torch.Tensor, input_site: str, out
     embeddings = w.embed[input_ids] * w.embed_scale
     constant_embed = None if w.position_embed is None else w.position_embed[:T]
     r = embeddings if constant_embed is None else embeddings + constant_embed
-    cos, sin = rotary_tables(w, T, r)
+    rotary = layer_rotary_tables(w, T, r)
     scales: dict[str, list[torch.Tensor]] = {"ln1": [], "post_attn": [], "ln2": [], "post_mlp": []}
     patterns, inputs, outputs = [], [], []
-    for b in w.blocks:
+    for b, (cos, sin) in zip(w.blocks, rotary):
         s1 = norm_scale(b.ln1, r)
         x1 = apply_norm(b.ln1, r, s1)
         pattern = attention_pattern(b.attn, x1, cos, sin)

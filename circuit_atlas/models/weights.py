@@ -40,6 +40,7 @@ class Attention:
     sliding_window: int | None  # keys with q - k >= window are masked
     q_norm: Norm | None
     k_norm: Norm | None
+    rope_layer_type: str | None = None  # Gemma-3: this layer's rotary table is keyed by its layer type
 
 
 @dataclass
@@ -63,7 +64,7 @@ class ModelWeights:
     W_U: torch.Tensor  # (V, d)
     b_U: torch.Tensor | None
     final_softcap: float | None
-    rotary: nn.Module | None  # HF rotary-embedding module: (x, position_ids) -> (cos, sin)
+    rotary: nn.Module | None  # HF rotary-embedding module: (x, position_ids[, layer_type]) -> (cos, sin)
     max_positions: int | None
 
     @property
@@ -110,7 +111,7 @@ def _attention(block: nn.Module, arch: Architecture, config, layer: int, dtype, 
         q, k, v, o = (_get(attn, n) for n in (arch.q, arch.k, arch.v, arch.o))
         W_Q, W_K, W_V, W_O = q.weight, k.weight, v.weight, o.weight
         b_Q, b_K, b_V, b_O = q.bias, k.bias, v.bias, o.bias
-    if arch.name == "gemma2":
+    if arch.query_pre_attn_scalar:
         scale = config.query_pre_attn_scalar**-0.5
     else:
         scale = dh**-0.5 if getattr(config, "scale_attn_weights", True) else 1.0
@@ -120,6 +121,11 @@ def _attention(block: nn.Module, arch: Architecture, config, layer: int, dtype, 
     sliding = None
     if layer_types is not None and layer_types[layer] == "sliding_attention":
         sliding = config.sliding_window
+    # Gemma-3 gives sliding and global layers their own RoPE base: rope_parameters keyed by layer type.
+    rope_parameters = getattr(config, "rope_parameters", None)
+    rope_layer_type = None
+    if layer_types is not None and isinstance(rope_parameters, dict) and layer_types[layer] in rope_parameters:
+        rope_layer_type = layer_types[layer]
     q_norm = _norm(_get(attn, arch.q_norm), arch, dtype, device, "rms") if arch.q_norm else None
     k_norm = _norm(_get(attn, arch.k_norm), arch, dtype, device, "rms") if arch.k_norm else None
     t = lambda x: _tensor(x, dtype, device)  # noqa: E731
@@ -127,7 +133,7 @@ def _attention(block: nn.Module, arch: Architecture, config, layer: int, dtype, 
         t(W_Q), t(W_K), t(W_V), t(W_O), t(b_Q), t(b_K), t(b_V), t(b_O),
         n_heads=H, n_kv_heads=Hkv, head_dim=dh, scale=float(scale),
         softcap=getattr(config, "attn_logit_softcapping", None), sliding_window=sliding,
-        q_norm=q_norm, k_norm=k_norm,
+        q_norm=q_norm, k_norm=k_norm, rope_layer_type=rope_layer_type,
     )  # fmt: skip
 
 
