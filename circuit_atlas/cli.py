@@ -401,6 +401,10 @@ LAZY_COMMANDS = {
         "circuit_atlas.features.dashboards.cli:add_parser",
         "build, show, search and export feature dashboards",
     ),
+    "convert-gguf": (
+        "circuit_atlas.models.gguf:add_convert_gguf_parser",
+        "convert a GGUF file to a Hugging Face folder",
+    ),
 }
 
 
