@@ -46,7 +46,7 @@ from .config import DEFAULT_MEMORY_BUDGET_GB, AttributionConfig
 
 GB = 1e9
 STORE_BYTES = 8  # per stored edge: int32 source + float32 value (graph/edge_store.py, graph/sparse.py)
-POST_BYTES_PER_EDGE = 20.0  # saving's, pruning's and scoring's temporaries per edge (bench/estimate.py)
+POST_BYTES_PER_EDGE = 22.0  # saving's, pruning's and scoring's temporaries per edge (bench/estimate.py)
 RANK_BYTES_PER_EDGE = 12.0  # under max_feature_nodes: the in-memory CSR copy + |normalised| values that rank
 ROW_EFFICIENCY = 0.11  # fraction of the probe's matmul throughput the row batches reach (bench/estimate.py)
 SECONDS_PER_EDGE = 5e-7  # sparsify, assemble, save, prune and score, per stored edge (bench/estimate.py)
