@@ -250,8 +250,8 @@ def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float) -
 
     # Work per row at (l, p): the transposed pass over l layers and p+1 positions (attention OV, norms and
     # skip: about 8 d^2 per layer and position, plus 2 d per attended position), and reading its cone (2 d).
-    layer = torch_arange(L)[:, None].expand(L, T).flatten()
-    position = torch_arange(T)[None, :].expand(L, T).flatten() + 1
+    layer = _arange(L)[:, None].expand(L, T).flatten()
+    position = _arange(T)[None, :].expand(L, T).flatten() + 1
     per_row = layer * position * (8 * d * d + 2 * d * position) + 2 * cone * d
     flops = float((rows * per_row).sum()) + K * (L * T * (8 * d * d + 2 * d * T) + 2 * logit_row * d)
     seconds = flops / (ROW_EFFICIENCY * throughput) + SECONDS_PER_EDGE * n_edges
@@ -271,7 +271,7 @@ def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float) -
     )
 
 
-def torch_arange(n: int):
+def _arange(n: int):
     import torch
 
     return torch.arange(n, dtype=torch.float64)
