@@ -2,9 +2,12 @@
 
 Builds a random 4-layer Qwen2 (d 128) with a random CLT (1,024 features per layer, ~L0 per token set
 by --l0), then for several prompt lengths and row budgets runs `attribute` + save + prune + scores in
-a fresh process and prints measured peak memory (ru_maxrss growth) and time next to the estimate.
+a fresh process and prints the estimated and measured edge count (CSR nnz), peak memory (the rise of
+VmHWM, reset through /proc/self/clear_refs before attributing, above the resident set then: the model's
+own memory is not counted) and time. The raw figures of each run go to stderr as JSON (for refitting
+the constants of estimate.py).
 
-    python bench/estimate.py [--tokens 64 128 256] [--l0 40]
+    python bench/estimate.py [--tokens 48 96 160] [--max-feature-nodes 0 1000] [--l0 40]
 """
 
 from __future__ import annotations
@@ -20,28 +23,39 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CHILD = r"""
-import json, resource, sys, time, os
+import json, sys, time, os
 sys.path.insert(0, {root!r})
 import torch
 from circuit_atlas import ReplacementModel, attribute
+from circuit_atlas.attribution import estimate as E
 from circuit_atlas.attribution.config import AttributionConfig
-from circuit_atlas.attribution.estimate import estimate_attribution, memory_budget
+
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(key + ':'))
+
 model = ReplacementModel.from_pretrained({model!r}, {tc!r})
 ids = torch.randint(5, model.vocab_size, ({T} - 1,), generator=torch.Generator().manual_seed(1)).tolist()
+ids = model.tokenize(ids)
 cfg = AttributionConfig(max_feature_nodes={K})
-est = estimate_attribution(model, ids, cfg)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-rss_now = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+est = E.estimate_attribution(model, ids, cfg)
+attribute(model, ids[:4], progress=False)  # warm-up
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # reset VmHWM to the current RSS: the peak below is the attribution's own
+start = status('VmRSS')
 t = time.perf_counter()
-with memory_budget(1000):
+with E.memory_budget(1000):
     g = attribute(model, ids, max_feature_nodes={K}, progress=False)
 t_attr = time.perf_counter() - t
 g.save({out!r}); g.prune(); g.scores()
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = status('VmHWM') - start
+nnz = g.n_edges
+flop_s = (est.seconds - E.SECONDS_PER_EDGE * est.n_edges) * E.ROW_EFFICIENCY * E.matmul_throughput()
 print(json.dumps(dict(T={T}, K={K}, A=est.active_features, est_gb=est.peak_bytes / 1e9, est_s=est.seconds,
-                      peak_gb=(peak - max(base, rss_now)) / 1e9, seconds=seconds, attribution_s=t_attr,
-                      edges_gb=est.edges_bytes / 1e9)))
+                      peak_gb=peak / 1e9, seconds=seconds, attribution_s=t_attr, nnz=nnz, est_nnz=est.n_edges,
+                      exact=est.edges_exact, edges_gb=est.edges_bytes / 1e9, dense_gb=est.dense_bytes / 1e9,
+                      flops=flop_s, throughput=E.matmul_throughput(),
+                      fixed_gb=(est.peak_bytes - E.POST_BYTES_PER_EDGE * est.n_edges) / 1e9)))
 """
 
 
@@ -74,15 +88,16 @@ def build(root: str, l0: float) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[48, 96, 160])
     parser.add_argument("--max-feature-nodes", type=int, nargs="+", default=[0, 1000], help="0 = all")
     parser.add_argument("--l0", type=float, default=40)
     args = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, tc_dir = build(tmp, args.l0)
-        print("| tokens | max feature nodes | active | edges GB | est. peak GB | peak GB | est. s | s |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| tokens | max feature nodes | active | est. edges | edges | sparse GB | dense GB | est. peak GB "
+              "| peak GB | peak est/meas | est. s | s | time est/meas |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for T in args.tokens:
             for K in args.max_feature_nodes:
                 code = CHILD.format(root=root, model=model_dir, tc=tc_dir, T=T, K=K or None,
@@ -92,8 +107,12 @@ def main() -> None:
                     print(r.stderr[-2000:])
                     continue
                 m = json.loads(r.stdout.strip().splitlines()[-1])
-                print(f"| {T} | {K or 'all'} | {m['A']:,} | {m['edges_gb']:.3f} | {m['est_gb']:.3f} | "
-                      f"{m['peak_gb']:.3f} | {m['est_s']:.1f} | {m['seconds']:.1f} |", flush=True)  # fmt: skip
+                bound = "" if m["exact"] else "≤ "
+                print(f"| {T} | {K or 'all'} | {m['A']:,} | {bound}{m['est_nnz']:,} | {m['nnz']:,} | "
+                      f"{m['edges_gb']:.3f} | {m['dense_gb']:.3f} | {m['est_gb']:.3f} | {m['peak_gb']:.3f} | "
+                      f"{m['est_gb'] / m['peak_gb']:.2f} | {m['est_s']:.1f} | {m['seconds']:.1f} | "
+                      f"{m['est_s'] / m['seconds']:.2f} |", flush=True)  # fmt: skip
+                print("<!-- " + json.dumps(m) + " -->", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

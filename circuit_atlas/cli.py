@@ -30,11 +30,11 @@ def _status(message: str) -> None:
 
 
 # --- shared options ------------------------------------------------------------------------------
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help=f"local Hugging Face model directory ({SHIPPED_MODELS})")
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help=f"local Hugging Face model directory ({SHIPPED_MODELS})")
     p.add_argument(
         "--transcoders",
-        required=True,
+        required=required,
         help=f"transcoder directory: circuit-tracer, GemmaScope .npz or ours ({SHIPPED_TRANSCODERS})",
     )
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype [float32]")
@@ -182,39 +182,99 @@ def add_estimate_parser(sub) -> None:
         "estimate",
         help="estimate the memory and time of an attribution graph without computing it",
         description="Load the model and transcoders, count the active features of a prompt (given, or --tokens "
-        "random tokens), and print the estimated graph size, peak memory and time, against this machine's RAM.",
+        "random tokens), and print the estimated graph size (edges, exact for a full graph), peak memory and "
+        "time, against this machine's RAM. Or, without weights: --config (a model's HF config.json) with "
+        "--width and --l0 of its transcoders and --tokens, assuming L0 active features per layer and token.",
     )
-    _add_model_args(p)
+    _add_model_args(p, required=False)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--tokens", type=int, help="prompt length in tokens, BOS included (random tokens are used)")
     what.add_argument("--prompt", help="estimate for this prompt")
+    shapes = p.add_argument_group("from shapes only (no weights: instead of --model and --transcoders)")
+    shapes.add_argument("--config", help="the model's Hugging Face config.json")
+    shapes.add_argument("--width", type=int, help="transcoder features per layer")
+    shapes.add_argument("--l0", type=float, help="active features per layer and token (e.g. GemmaScope's L0)")
+    shapes.add_argument("--kind", choices=["plt", "clt"], default="plt", help="transcoder kind [plt]")
+    shapes.add_argument("--skip", action="store_true", help="the transcoders have a skip connection (d x d)")
     add_config_arguments(p, AttributionConfig, field_docs(), "attribution settings (AttributionConfig)")
     p.set_defaults(func=cmd_estimate)
 
 
+def _estimate_from_config(args, config) -> int:
+    import json
+
+    from .attribution.estimate import (
+        GB,
+        available_bytes,
+        budget_bytes,
+        estimate_shape,
+        matmul_throughput,
+        refusal,
+        shape_from_config,
+    )
+
+    if args.model or args.transcoders or args.prompt is not None:
+        raise ValueError("--config estimates from shapes alone: give --tokens, not --prompt/--model/--transcoders")
+    if args.width is None or args.l0 is None:
+        raise ValueError("--config needs --width (transcoder features per layer) and --l0 (active per token)")
+    try:
+        hf_config = json.loads(Path(args.config).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the model config {args.config!r} (an HF config.json): {err}") from None
+    dtype = DTYPES[args.dtype]
+    shape = shape_from_config(hf_config, args.width, args.l0, args.tokens, kind=args.kind, skip=args.skip,
+                              dtype=dtype, n_logits=config.max_n_logits)  # fmt: skip
+    throughput = matmul_throughput()
+    est = estimate_shape(shape, config, throughput)
+    budget = budget_bytes(config.memory_budget_gb)
+    print(f"assuming {args.l0:g} active features per layer and token (position >= 1), {args.width:,} features "
+          f"per layer ({args.kind.upper()}), {config.max_n_logits} logit targets, {dtype}, this CPU's speed")  # fmt: skip
+    print(f"estimate: {est.describe()}")
+    print(f"memory budget {budget / GB:.1f} GB; available RAM now {available_bytes() / GB:.1f} GB")
+    if est.peak_bytes > budget:
+        print(f"would be refused: {refusal(shape, est, budget, config, throughput)}")
+        return 1
+    print("fits")
+    return 0
+
+
 def cmd_estimate(args) -> int:
     from .attribution.config import AttributionConfig
-    from .attribution.estimate import GB, available_bytes, budget_bytes, estimate_attribution, refusal
+    from .attribution.estimate import (
+        GB,
+        available_bytes,
+        budget_bytes,
+        estimate_shape,
+        matmul_throughput,
+        refusal,
+        shape_of_prompt,
+    )
 
     config = config_from_args(AttributionConfig, args)
     if args.tokens is not None and args.tokens < 2:
         raise ValueError(f"--tokens must be at least 2 (BOS and one token), got {args.tokens}")
+    if args.config is not None:
+        return _estimate_from_config(args, config)
+    if not args.model or not args.transcoders:
+        raise ValueError("estimate needs --model and --transcoders (or --config, --width and --l0 for shapes only)")
     model = _load_model(args)
     if args.prompt is not None:
-        prompt = args.prompt
+        prompt = model.tokenize(args.prompt)
     else:
         import torch
 
         generator = torch.Generator().manual_seed(0)
         special = set(model.tokenizer.all_special_ids)
         ids = torch.randint(0, model.vocab_size, (args.tokens * 2,), generator=generator).tolist()
-        prompt = [model.bos_id()] + [i for i in ids if i not in special][: args.tokens - 1]
-    est = estimate_attribution(model, prompt, config)
+        prompt = torch.tensor([model.bos_id()] + [i for i in ids if i not in special][: args.tokens - 1])
+    shape = shape_of_prompt(model, prompt, config)
+    throughput = matmul_throughput(model.device)
+    est = estimate_shape(shape, config, throughput)
     budget = budget_bytes(config.memory_budget_gb)
     print(f"estimate: {est.describe()}")
     print(f"memory budget {budget / GB:.1f} GB; available RAM now {available_bytes() / GB:.1f} GB")
     if est.peak_bytes > budget:
-        print(f"would be refused: {refusal(model, est, budget, config)}")
+        print(f"would be refused: {refusal(shape, est, budget, config, throughput)}")
         return 1
     print("fits")
     return 0

@@ -97,7 +97,7 @@ def attribute(
     records the dropped mass. edge_dir: keep the edges in memory-mapped files in this folder
     instead of in memory (for graphs larger than RAM; nothing is left there afterwards).
     """
-    check_attribution_budget(model, prompt, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob, max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval)  # fmt: skip
+    check_attribution_budget(model, prompt, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob, max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval, edge_budget=edge_budget, edge_dir=edge_dir)  # fmt: skip
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if max_feature_nodes is not None and max_feature_nodes < 0:

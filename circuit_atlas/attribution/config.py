@@ -37,6 +37,12 @@ class AttributionConfig:
     update_interval: int = 4
     """Under --max-feature-nodes: re-rank features by influence every this many batches."""
 
+    edge_budget: float | None = None
+    """Drop edges with |a| below this fraction of their row's absolute mass, in (0, 1) [None: exact, keep all]."""
+
+    edge_dir: str | None = None
+    """Keep the edges in memory-mapped files in this folder instead of RAM (graphs larger than memory) [None]."""
+
     memory_budget_gb: float | None = None
     """Refuse to start when the estimated peak memory exceeds this many GB [min(8, 80 % of available RAM)]."""
 
@@ -55,6 +61,10 @@ class AttributionConfig:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if not isinstance(self.update_interval, int) or self.update_interval < 1:
             raise ValueError(f"update_interval must be an integer >= 1, got {self.update_interval!r}")
+        if self.edge_budget is not None:
+            from ..graph.edge_store import check_edge_budget
+
+            check_edge_budget(self.edge_budget)
         if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
             raise ValueError(
                 f"memory_budget_gb must be > 0 GB (or None for the default), got {self.memory_budget_gb!r}"

@@ -1,18 +1,32 @@
 """How much memory and time an attribution graph will take, before computing it.
 
-The graph's edges are one float32 matrix (rows, sources):
+Edges are sparse (CSR, 8 bytes per stored edge: int32 source + float32 value). A row is dense
+only over its causal cone, so the edge count follows from where the active features sit:
 
-    sources S = A + L*(T-1) + T          active features, error nodes, token embeddings
-    rows    R = min(max_feature_nodes, A) + K    computed feature rows + logit targets
-    edges   = 4 * R * S bytes
+    N[l, p]           active features at layer l, position p (one clean forward counts them)
+    feature row (l, p):  Σ_{l' < l, 1 <= p' <= p} N[l', p']   features below it, up to its position
+                         + l · p                             errors (l' < l, 1 <= p' <= p)
+                         + p + 1                             embeddings (BOS included)
+    logit row:           every source S = A + L·(T-1) + T, except the last layer's features and
+                         errors at positions < T-1 (no attention layer above them reaches the last token)
 
-A (active features) is counted exactly from one clean forward on the prompt (cheap next to the
-attribution). Peak memory is the edges times EDGE_COPIES (the matrix itself, the float32 copies
-that pruning and scoring make of it, the writer's contiguous copy) plus one backward batch
-(cotangents and the rows it reads out) and the context (decoder rows of every active feature).
-Time is the work of the transposed passes at a throughput measured by a short matmul probe, plus
-pruning, scoring and saving in proportion to the edges. EDGE_COPIES, ROW_EFFICIENCY and
-POST_SECONDS_PER_GB are measured by bench/estimate.py (see its output for the fit).
+All features (max_feature_nodes None), no edge_budget: this is the graph's n_edges exactly (unless an
+effect is exactly 0.0 in floating point). Under max_feature_nodes = k the rows are chosen by influence
+during attribution, so the estimate takes the k largest cones: an upper bound (edges_exact False);
+under edge_budget the count is an upper bound too.
+
+Peak memory (beyond the loaded model):
+    context    encoder + decoder rows of every active feature, errors, frozen attention patterns
+    one batch  cotangents (B, T, d) and its dense cone rows (B, C) with their keep mask and sparse copy
+    edges      STORE_BYTES per edge, plus the larger of: pruning/scoring temporaries (POST_BYTES_PER_EDGE)
+               and, under max_feature_nodes, the in-memory working copy that ranks features (RANK_BYTES_PER_EDGE)
+               With edge_dir the store's own bytes live on disk and are not counted.
+Time is the transposed passes (per row: layers below it x positions up to it) at a throughput measured
+by a short matmul probe, plus a cost per stored edge (sparsifying, assembling, saving, pruning, scoring).
+ROW_EFFICIENCY, SECONDS_PER_EDGE and POST_BYTES_PER_EDGE are measured by bench/estimate.py.
+
+The estimate needs only shapes: `estimate_attribution` counts N from one forward; `estimate_from_config`
+takes an HF config.json and a transcoder width and L0 (no weights), N uniform at L0 per layer and position.
 
 `check_attribution_budget` (called at the start of `attribute()`) refuses with the fix when the
 estimate exceeds the budget: by default min(8 GB, 80 % of the RAM available now); change it with
@@ -31,9 +45,12 @@ from dataclasses import dataclass
 from .config import DEFAULT_MEMORY_BUDGET_GB, AttributionConfig
 
 GB = 1e9
-EDGE_COPIES = 3.5  # edges + pruning's and scoring's normalised copies + the writer's copy (bench/estimate.py)
-ROW_EFFICIENCY = 0.25  # fraction of the probe's matmul throughput the row batches reach (bench/estimate.py)
-POST_SECONDS_PER_GB = 6.0  # pruning, scores and saving, per GB of edges (bench/estimate.py)
+STORE_BYTES = 8  # per stored edge: int32 source + float32 value (graph/edge_store.py, graph/sparse.py)
+POST_BYTES_PER_EDGE = 22.0  # saving's, pruning's and scoring's temporaries per edge (bench/estimate.py)
+RANK_BYTES_PER_EDGE = 12.0  # under max_feature_nodes: the in-memory CSR copy + |normalised| values that rank
+ROW_EFFICIENCY = 0.11  # fraction of the probe's matmul throughput the row batches reach (bench/estimate.py)
+SECONDS_PER_EDGE = 5e-7  # sparsify, assemble, save, prune and score, per stored edge (bench/estimate.py)
+COTANGENT_COPIES = 6  # (B, T, d) cotangent-sized tensors alive at once in a backward batch
 AVAILABLE_FRACTION = 0.8
 
 
@@ -44,23 +61,47 @@ class AttributionTooLarge(MemoryError):
 _budget: contextvars.ContextVar[float | None] = contextvars.ContextVar("memory_budget_gb", default=None)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What an estimate needs: the model's shapes and where the prompt's active features sit."""
+
+    n_layers: int  # L
+    d_model: int  # d
+    n_heads: int  # H
+    element: int  # bytes per element of the compute dtype
+    n_out: float  # decoder rows per feature, on average (PLT 1, CLT (L+1)/2)
+    counts: tuple[tuple[int, ...], ...]  # N (L, T): active features per layer and position (0 at BOS)
+    n_logits: int  # K logit targets
+    weight_bytes: float  # model + transcoder weights (already in memory when attributing)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.counts[0])
+
+
 @dataclass
 class Estimate:
     tokens: int  # T, BOS included
     active_features: int  # A
-    sources: int  # S
+    sources: int  # S = A + L*(T-1) + T
     rows: int  # R (feature rows + logit targets)
-    edges_bytes: float
+    n_edges: int  # stored edges (CSR nnz): exact when edges_exact, else an upper bound
+    edges_exact: bool
+    edges_bytes: float  # the CSR's bytes (STORE_BYTES per edge + indptr)
+    dense_bytes: float  # what the old dense (rows x sources float32) matrix would have taken
     peak_bytes: float  # beyond what the loaded model already uses
     seconds: float
-    model_bytes: float  # model + transcoder weights (already in memory when attributing)
+    model_bytes: float  # model + transcoder weights
+    disk_bytes: float = 0.0  # with edge_dir: the edges on disk
 
     def describe(self) -> str:
+        bound = "" if self.edges_exact else "at most "
+        disk = f" (edges on disk: {_gb(self.disk_bytes)})" if self.disk_bytes else ""
         return (
             f"{self.tokens} tokens, {self.active_features:,} active features, {self.rows:,} rows x "
-            f"{self.sources:,} sources: edges {_gb(self.edges_bytes)}, peak about "
-            f"{_gb(self.peak_bytes)} beyond the loaded model ({_gb(self.model_bytes)}), "
-            f"about {_seconds(self.seconds)}"
+            f"{self.sources:,} sources, {bound}{self.n_edges:,} edges ({_gb(self.edges_bytes)} sparse; dense "
+            f"would be {_gb(self.dense_bytes)}): peak about {_gb(self.peak_bytes)} beyond the loaded model "
+            f"({_gb(self.model_bytes)}){disk}, about {_seconds(self.seconds)}"
         )
 
 
@@ -69,7 +110,11 @@ def _gb(n: float) -> str:
 
 
 def _seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.0f} h" if s < 172800 else f"{s / 86400:,.0f} days"
 
 
 def available_bytes() -> float:
@@ -127,28 +172,138 @@ def matmul_throughput(device=None) -> float:
     a = torch.randn(256, 512, device=device)
     b = torch.randn(512, 512, device=device)
     (a @ b).sum().item()  # warm-up
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 0.05:
-        (a @ b).sum().item()
-        n += 1
-    flops = n * 2 * 256 * 512 * 512 / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(5):  # the best of five 10 ms windows: the machine's speed, not a moment's load
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 0.01:
+            (a @ b).sum().item()
+            n += 1
+        best = max(best, n * 2 * 256 * 512 * 512 / (time.perf_counter() - start))
+    flops = best
     _throughput.append(flops)
     return flops
 
 
-def count_active_features(model, input_ids) -> int:
-    """Active (feature, position >= 1) pairs of the prompt: the feature nodes of its graph."""
+def _counts_tensor(shape: Shape):
+    import torch
+
+    return torch.tensor(shape.counts, dtype=torch.long)  # (L, T)
+
+
+def cone_sizes(shape: Shape):
+    """(L, T) int64: the stored edges of a feature row at (layer, position) (see the module docstring)."""
     import torch
 
     from .context import ZERO_POSITIONS
 
+    N = _counts_tensor(shape)  # (L, T)
+    L, T = N.shape
+    below = torch.zeros(L, T, dtype=torch.long)
+    below[1:] = N.cumsum(0)[:-1].cumsum(1)  # features at layers < l, positions <= p
+    layer = torch.arange(L)[:, None]
+    position = torch.arange(T)[None, :]
+    errors = layer * (position - ZERO_POSITIONS + 1).clamp_min(0)
+    return below + errors + position + 1
+
+
+def _selected_rows(shape: Shape, k: int | None):
+    """(cells, how many rows) of the feature rows counted: all, or the k with the largest cones."""
+    import torch
+
+    N = _counts_tensor(shape).flatten()
+    cone = cone_sizes(shape).flatten()
+    if k is None or k >= int(N.sum()):
+        return cone, N
+    order = torch.argsort(cone, descending=True, stable=True)
+    taken = N[order].cumsum(0).clamp_max(k)
+    rows = torch.zeros_like(N)
+    rows[order] = torch.diff(taken, prepend=taken.new_zeros(1))
+    return cone, rows
+
+
+def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float) -> Estimate:
+    """The estimate for a prompt of this Shape under these settings (throughput: matmul FLOP/s)."""
+    L, d, T, K, e = shape.n_layers, shape.d_model, shape.tokens, shape.n_logits, shape.element
+    N = _counts_tensor(shape)
+    A = int(N.sum())
+    S = A + L * (T - 1) + T
+    k = config.max_feature_nodes
+    ranked = k is not None and k < A
+    cone, rows = _selected_rows(shape, k)
+    n_feature_rows = int(rows.sum())
+    logit_row = S - int(N[L - 1, : T - 1].sum()) - max(T - 2, 0)  # last layer below the last token: no path
+    n_edges = int((cone * rows).sum()) + K * logit_row
+    R = n_feature_rows + K
+    edges_bytes = float(STORE_BYTES * n_edges + 8 * (R + 1))
+
+    # One batch: cotangents (B, T, d) and its dense cone rows (B, C): dtype rows, keep mask, float32 copy, chunk.
+    widest = int(cone[rows > 0].max()) if n_feature_rows else 0
+    row_bytes = e + 1 + (0 if e == 4 else 4) + STORE_BYTES
+    B = min(config.batch_size, max(n_feature_rows, 1))
+    per_batch = max(B * widest, min(config.batch_size, K) * logit_row) * row_bytes
+    per_batch += min(config.batch_size, max(R, 1)) * T * d * e * COTANGENT_COPIES
+    # Context: encoder and decoder rows of every active feature, errors and residuals, frozen patterns.
+    context = A * d * e * (1 + shape.n_out) + L * T * d * e * 4 + L * shape.n_heads * T * T * e
+    store = 0.0 if config.edge_dir else edges_bytes
+    temporaries = n_edges * max(POST_BYTES_PER_EDGE, RANK_BYTES_PER_EDGE if ranked else 0.0)
+    peak = context + per_batch + store + temporaries
+
+    # Work per row at (l, p): the transposed pass over l layers and p+1 positions (attention OV, norms and
+    # skip: about 8 d^2 per layer and position, plus 2 d per attended position), and reading its cone (2 d).
+    layer = _arange(L)[:, None].expand(L, T).flatten()
+    position = _arange(T)[None, :].expand(L, T).flatten() + 1
+    per_row = layer * position * (8 * d * d + 2 * d * position) + 2 * cone * d
+    flops = float((rows * per_row).sum()) + K * (L * T * (8 * d * d + 2 * d * T) + 2 * logit_row * d)
+    seconds = flops / (ROW_EFFICIENCY * throughput) + SECONDS_PER_EDGE * n_edges
+    return Estimate(
+        tokens=T,
+        active_features=A,
+        sources=S,
+        rows=R,
+        n_edges=n_edges,
+        edges_exact=not ranked and config.edge_budget is None,
+        edges_bytes=edges_bytes,
+        dense_bytes=4.0 * R * S,
+        peak_bytes=peak,
+        seconds=seconds,
+        model_bytes=shape.weight_bytes,
+        disk_bytes=edges_bytes if config.edge_dir else 0.0,
+    )
+
+
+def _arange(n: int):
+    import torch
+
+    return torch.arange(n, dtype=torch.float64)
+
+
+def shape_of_prompt(model, input_ids, config: AttributionConfig) -> Shape:
+    """The Shape of `input_ids` on `model`: one clean forward counts the active features and logit targets."""
+    import torch
+
+    from .context import ZERO_POSITIONS
+    from .targets import resolve_targets
+
+    T = int(input_ids.shape[0])
     with torch.no_grad():
         run = model.run(input_ids)
         tc = model.transcoders
-        return sum(
-            int((tc.activate(l, tc.encode(l, run.feature_inputs[l][ZERO_POSITIONS:])) != 0).sum())
-            for l in range(model.n_layers)
-        )
+        counts = []
+        for l in range(model.n_layers):
+            active = tc.activate(l, tc.encode(l, run.feature_inputs[l])) != 0  # (T, F)
+            active[:ZERO_POSITIONS] = False
+            counts.append(tuple(active.sum(dim=1).tolist()))
+        K = len(resolve_targets(model, run.logits_pre_softcap[T - 1], run.logits[T - 1], None,
+                                config.max_n_logits, config.desired_logit_prob))  # fmt: skip
+    L = model.n_layers
+    n_out = sum(tc.W_dec[l].shape[1] for l in range(L)) / L
+    return Shape(L, model.d_model, model.weights.blocks[0].attn.n_heads, _element_size(model), n_out,
+                 tuple(counts), K, _weight_bytes(model))  # fmt: skip
+
+
+def count_active_features(model, input_ids) -> int:
+    """Active (feature, position >= 1) pairs of the prompt: the feature nodes of its graph."""
+    return sum(map(sum, shape_of_prompt(model, input_ids, AttributionConfig()).counts))
 
 
 def _weight_bytes(model) -> float:
@@ -159,42 +314,65 @@ def _weight_bytes(model) -> float:
     return float(size)
 
 
-def estimate_for(model, n_tokens: int, n_active: int, config: AttributionConfig) -> Estimate:
-    """The estimate for a prompt of n_tokens (BOS included) with n_active active features."""
-    L, d, T = model.n_layers, model.d_model, n_tokens
-    K = config.max_n_logits
-    A = n_active
-    S = A + L * (T - 1) + T
-    n_feature_rows = A if config.max_feature_nodes is None else min(config.max_feature_nodes, A)
-    R = n_feature_rows + K
-    edges = 4.0 * R * S
-    element = _element_size(model)
-    batch = min(config.batch_size, R)
-    # One batch: cotangents (B, T, d) per layer alive at once, and its rows (B, S) twice (dtype + float32).
-    per_batch = batch * (T * d * element * 2 + S * (element + 4))
-    # Context: encoder and decoder rows of every active feature (CLT: up to L decoder rows), errors, patterns.
-    n_out = sum(model.transcoders.W_dec[l].shape[1] for l in range(L)) / L
-    context = A * d * element * (1 + n_out) + L * T * d * element * 4
-    context += L * model.weights.blocks[0].attn.n_heads * T * T * element
-    peak = EDGE_COPIES * edges + per_batch + context
-    # Work per row: the transposed pass (about 6 d^2 per position and layer, half the layers and
-    # positions on average by causality) and reading the cotangent against every source (2 S d).
-    flops = R * (L * T * 6 * d * d / 2 + 2 * S * d)
-    seconds = flops / (ROW_EFFICIENCY * matmul_throughput(model.device)) + POST_SECONDS_PER_GB * edges / GB
-    return Estimate(T, A, S, R, edges, peak, seconds, _weight_bytes(model))
-
-
 def _element_size(model) -> int:
     import torch
 
     return torch.empty(0, dtype=model.dtype).element_size()
 
 
+def estimate_for(model, shape: Shape, config: AttributionConfig) -> Estimate:
+    return estimate_shape(shape, config, matmul_throughput(model.device))
+
+
 def estimate_attribution(model, prompt, config: AttributionConfig | None = None) -> Estimate:
     """Estimate for attributing `prompt` (text or ids): one clean forward counts its active features."""
     config = config or AttributionConfig()
     ids = model.tokenize(prompt) if not _is_ids(prompt) else prompt
-    return estimate_for(model, int(ids.shape[0]), count_active_features(model, ids), config)
+    return estimate_shape(shape_of_prompt(model, ids, config), config, matmul_throughput(model.device))
+
+
+DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def shape_from_config(hf_config: dict, width: int, l0: float, n_tokens: int, *, kind: str = "plt",
+                      skip: bool = False, dtype: str | None = None, n_logits: int = 10) -> Shape:  # fmt: skip
+    """The Shape of an n_tokens prompt from an HF config.json (dict) and transcoder width and L0, no weights.
+
+    Assumes L0 active features at every layer and position >= 1 (round(l0) each), and n_logits targets.
+    kind "plt" (one decoder per feature) or "clt" (a feature at layer l decodes into layers l..L-1).
+    """
+    cfg = hf_config.get("text_config", hf_config)  # multimodal configs nest the language model's
+    missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads") if k not in cfg]
+    if missing:
+        raise ValueError(f"the model config lacks {', '.join(missing)}: give the model's HF config.json")
+    if kind not in ("plt", "clt"):
+        raise ValueError(f"kind must be 'plt' or 'clt', got {kind!r}")
+    if not width >= 1 or not 0 < l0 <= width or n_tokens < 2:
+        raise ValueError(f"need width >= 1, 0 < l0 <= width and n_tokens >= 2; got {width}, {l0}, {n_tokens}")
+    L, d, H = int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+    kv = int(cfg.get("num_key_value_heads") or H)
+    hd = int(cfg.get("head_dim") or d // H)
+    ff = int(cfg.get("intermediate_size") or 4 * d)
+    V = int(cfg.get("vocab_size") or 0)
+    dtype = dtype or str(cfg.get("dtype") or cfg.get("torch_dtype") or hf_config.get("torch_dtype") or "float32")
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")
+    e = DTYPE_BYTES[dtype]
+    n_out = 1.0 if kind == "plt" else (L + 1) / 2
+    per_layer = d * hd * (2 * H + 2 * kv) + 3 * d * ff + width * d * (1 + n_out) + (d * d if skip else 0)
+    tied = cfg.get("tie_word_embeddings", hf_config.get("tie_word_embeddings", True))
+    weight_bytes = float(e * (L * per_layer + V * d * (1 if tied else 2)))
+    a = int(round(l0))
+    counts = tuple((0,) + (a,) * (n_tokens - 1) for _ in range(L))
+    return Shape(L, d, H, e, n_out, counts, n_logits, weight_bytes)
+
+
+def estimate_from_config(hf_config: dict, width: int, l0: float, n_tokens: int,
+                         config: AttributionConfig | None = None, **kwargs) -> Estimate:  # fmt: skip
+    """Estimate from shapes only (see `shape_from_config`), at this machine's CPU matmul throughput."""
+    config = config or AttributionConfig()
+    shape = shape_from_config(hf_config, width, l0, n_tokens, n_logits=config.max_n_logits, **kwargs)
+    return estimate_shape(shape, config, matmul_throughput())
 
 
 def _is_ids(prompt) -> bool:
@@ -203,17 +381,15 @@ def _is_ids(prompt) -> bool:
     return isinstance(prompt, torch.Tensor) and prompt.dtype == torch.long
 
 
-def suggest_max_feature_nodes(model, est: Estimate, config: AttributionConfig, budget: float) -> int | None:
+def suggest_max_feature_nodes(shape: Shape, config: AttributionConfig, budget: float, throughput: float) -> int | None:
     """The largest round max_feature_nodes whose estimate fits `budget` (None: not even 0 rows fit)."""
 
     def peak(k: int) -> float:
-        return estimate_for(
-            model, est.tokens, est.active_features, dataclasses.replace(config, max_feature_nodes=k)
-        ).peak_bytes
+        return estimate_shape(shape, dataclasses.replace(config, max_feature_nodes=k), throughput).peak_bytes
 
     if peak(0) > budget:
         return None
-    lo, hi = 0, est.active_features  # peak(lo) fits; find the largest k that does
+    lo, hi = 0, sum(map(sum, shape.counts))  # peak(lo) fits; find the largest k that does
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if peak(mid) <= budget else (lo, mid - 1)
@@ -221,19 +397,20 @@ def suggest_max_feature_nodes(model, est: Estimate, config: AttributionConfig, b
     return lo // unit * unit  # rounded down to two significant digits: a number to type
 
 
-def refusal(model, est: Estimate, budget: float, config: AttributionConfig) -> str:
+def refusal(shape: Shape, est: Estimate, budget: float, config: AttributionConfig, throughput: float) -> str:
     """The error text when `est` exceeds `budget`: what, why, and the fixes with numbers."""
-    k = suggest_max_feature_nodes(model, est, config, budget)
+    k = suggest_max_feature_nodes(shape, config, budget, throughput)
     rows = f"compute rows for fewer features with --max-feature-nodes {k} (max_feature_nodes={k}), or " if k else ""
+    disk = "" if config.edge_dir else "keep the edges on disk with --edge-dir DIR (edge_dir=DIR); "
     return (
         f"this attribution would need about {_gb(est.peak_bytes)} of memory, more than its budget of "
-        f"{_gb(budget)} ({est.describe()}). To fit, {rows}shorten the prompt; or raise the budget with "
+        f"{_gb(budget)} ({est.describe()}). To fit, {rows}shorten the prompt; {disk}or raise the budget with "
         "--memory-budget-gb GB (memory_budget(gb) in Python, or CIRCUIT_ATLAS_MEMORY_BUDGET_GB) if the machine "
         "really has the memory"
     )
 
 
-_last: list = []  # [key, Estimate] of the latest check
+_last: list = []  # [key, Shape] of the latest check
 
 
 def check_attribution_budget(model, prompt, **settings) -> Estimate:
@@ -241,12 +418,14 @@ def check_attribution_budget(model, prompt, **settings) -> Estimate:
     config = AttributionConfig(**{k: v for k, v in settings.items() if k != "progress"})
     ids = prompt if _is_ids(prompt) else model.tokenize(prompt)
     budget = budget_bytes(config.memory_budget_gb)
-    key = (id(model), tuple(ids.tolist()), config)
+    key = (id(model), tuple(ids.tolist()), config.max_n_logits, config.desired_logit_prob)
     if _last and _last[0] == key:  # the CLI checks before attribute() checks again: one forward, not two
-        est = _last[1]
+        shape = _last[1]
     else:
-        est = estimate_attribution(model, ids, config)
-        _last[:] = [key, est]
+        shape = shape_of_prompt(model, ids, config)
+        _last[:] = [key, shape]
+    throughput = matmul_throughput(model.device)
+    est = estimate_shape(shape, config, throughput)
     if est.peak_bytes > budget:
-        raise AttributionTooLarge(refusal(model, est, budget, config))
+        raise AttributionTooLarge(refusal(shape, est, budget, config, throughput))
     return est

@@ -1,11 +1,15 @@
 """The attribution estimator: exact graph sizes, refusals that name a fix that works, the estimate command."""
 
+import dataclasses
+import json
+import os
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
+import torch
 
 from circuit_atlas import ReplacementModel, attribute
 from circuit_atlas.attribution.config import AttributionConfig
@@ -13,8 +17,12 @@ from circuit_atlas.attribution.estimate import (
     GB,
     AttributionTooLarge,
     available_bytes,
+    cone_sizes,
     estimate_attribution,
+    estimate_shape,
     memory_budget,
+    shape_from_config,
+    shape_of_prompt,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,16 +36,35 @@ def toy() -> ReplacementModel:
 
 def test_estimate_counts_the_graph_exactly():
     model = toy()
-    for k in (None, 100):
-        est = estimate_attribution(model, PROMPT, AttributionConfig(max_n_logits=3, desired_logit_prob=1.0,
-                                                                    max_feature_nodes=k))  # fmt: skip
+    for k, p in ((None, 1.0), (None, 0.95), (100, 1.0)):
+        cfg = AttributionConfig(max_n_logits=3, desired_logit_prob=p, max_feature_nodes=k)
+        est = estimate_attribution(model, PROMPT, cfg)
         with memory_budget(100):
-            g = attribute(model, PROMPT, max_n_logits=3, desired_logit_prob=1.0, max_feature_nodes=k, progress=False)
+            g = attribute(model, PROMPT, **cfg.attribute_kwargs(), progress=False)
         assert est.active_features == g.count("feature")
-        assert est.sources == g.edges.shape[1]
-        assert est.rows == g.edges.shape[0]  # 3 logits: desired_logit_prob 1.0 takes all max_n_logits
-        assert est.edges_bytes == 4 * g.edges.numel()
+        assert est.sources == g.n_sources
+        assert est.rows == g.n_rows  # the logit targets are counted from the same forward
+        if k is None:  # every feature's row: the cone structure gives the CSR's nnz exactly
+            assert est.edges_exact and est.n_edges == g.n_edges == g.csr.nnz
+            assert est.edges_bytes == 8 * g.n_edges + 8 * (g.n_rows + 1)
+        else:  # rows chosen by influence while attributing: the k largest cones bound them
+            assert not est.edges_exact and g.n_edges <= est.n_edges
+        assert est.dense_bytes == 4 * g.n_rows * g.n_sources
         assert est.peak_bytes >= est.edges_bytes and est.seconds > 0
+
+
+def test_cone_sizes_are_the_rows_nnz():
+    """Each feature row's stored edges are exactly its cone (features and errors below, up to its position)."""
+    model = toy()
+    g = attribute(model, PROMPT, max_n_logits=2, progress=False)
+    shape = shape_of_prompt(model, model.tokenize(PROMPT), AttributionConfig(max_n_logits=2))
+    cone = cone_sizes(shape)  # (L, T)
+    nnz = g.csr.indptr[1:] - g.csr.indptr[:-1]  # (R,)
+    rows = g.row_nodes
+    is_feature = g.kind[rows] == 0
+    expected = cone[g.layer[rows[is_feature]], g.position[rows[is_feature]]]
+    assert torch.equal(nnz[is_feature], expected)
+    assert torch.equal(torch.tensor(shape.counts).sum(), torch.tensor(g.count("feature")))
 
 
 def test_over_budget_is_refused_with_a_fix_that_fits():
@@ -49,11 +76,72 @@ def test_over_budget_is_refused_with_a_fix_that_fits():
         attribute(model, PROMPT, progress=False)
     message = str(err.value)
     assert "--max-feature-nodes" in message and "shorten the prompt" in message and "--memory-budget-gb" in message
+    assert "--edge-dir" in message
     k = int(message.split("--max-feature-nodes ")[1].split()[0])
     assert 0 < k < full.active_features
     with memory_budget(budget_gb):
         g = attribute(model, PROMPT, max_feature_nodes=k, progress=False)  # the suggested setting runs
-    assert g.edges.shape[0] == k + g.count("logit")
+    assert g.n_rows == k + g.count("logit")
+
+
+def _old_dense_peak_lower_bound(est) -> float:
+    """The dense engine's estimate was at least EDGE_COPIES (3.5) times the rows x sources float32 matrix."""
+    return 3.5 * est.dense_bytes
+
+
+def test_graphs_the_dense_estimate_refused_now_fit():
+    """A long prompt: the old dense estimate exceeds the budget, the sparse one fits, attribution runs."""
+    model = toy()
+    special = set(model.tokenizer.all_special_ids)
+    words = [i for i in torch.randint(0, model.vocab_size, (200,), generator=torch.Generator().manual_seed(0)).tolist()
+             if i not in special]  # fmt: skip
+    ids = torch.tensor([model.bos_id(), *words[:59]])  # 60 tokens, near the toy model's context of 64
+    est = estimate_attribution(model, ids, AttributionConfig(max_n_logits=3))
+    assert est.peak_bytes < _old_dense_peak_lower_bound(est)  # the premise: sparse needs less
+    budget_gb = (est.peak_bytes + _old_dense_peak_lower_bound(est)) / 2 / GB
+    os.environ["CIRCUIT_ATLAS_MEMORY_BUDGET_GB"] = str(budget_gb)
+    try:
+        g = attribute(model, ids, max_n_logits=3, progress=False)  # accepted under the environment's budget
+        assert g.n_edges == est.n_edges
+        with pytest.raises(AttributionTooLarge) as err:  # a budget below the sparse estimate: still refused
+            with memory_budget(0.9 * est.peak_bytes / GB):
+                attribute(model, ids, max_n_logits=3, progress=False)
+    finally:
+        del os.environ["CIRCUIT_ATLAS_MEMORY_BUDGET_GB"]
+    message = str(err.value)
+    k = int(message.split("--max-feature-nodes ")[1].split()[0])
+    assert 0 < k < est.active_features
+    with memory_budget(0.9 * est.peak_bytes / GB):
+        assert attribute(model, ids, max_n_logits=3, max_feature_nodes=k, progress=False).n_rows == k + 3
+
+
+def test_edge_dir_moves_the_edges_out_of_the_budget(tmp_path):
+    model = toy()
+    in_ram = estimate_attribution(model, PROMPT)
+    on_disk = estimate_attribution(model, PROMPT, AttributionConfig(edge_dir=str(tmp_path)))
+    assert on_disk.n_edges == in_ram.n_edges and on_disk.disk_bytes == in_ram.edges_bytes
+    assert on_disk.peak_bytes == pytest.approx(in_ram.peak_bytes - in_ram.edges_bytes)
+    with pytest.raises(ValueError, match="edge_budget must be None"):
+        AttributionConfig(edge_budget=2.0)
+
+
+def test_estimate_from_config_matches_the_loaded_model():
+    """From config.json + width + L0 alone, the same shapes as the loaded model (no weights read)."""
+    model = toy()
+    ids = model.tokenize(PROMPT)
+    cfg = AttributionConfig(max_n_logits=3, desired_logit_prob=1.0)
+    loaded = shape_of_prompt(model, ids, cfg)
+    hf = json.loads((ROOT / "circuit_atlas/zoo/toyworld/model/config.json").read_text())
+    width = model.transcoders.W_enc[0].shape[0]
+    l0 = sum(map(sum, loaded.counts)) / (model.n_layers * (len(ids) - 1))
+    from_config = shape_from_config(hf, width, l0, len(ids), kind="clt", skip=True, n_logits=3)
+    for field in ("n_layers", "d_model", "n_heads", "element", "n_out", "n_logits"):
+        assert getattr(from_config, field) == getattr(loaded, field), field
+    assert from_config.weight_bytes == pytest.approx(loaded.weight_bytes, rel=0.02)
+    uniform = dataclasses.replace(loaded, counts=from_config.counts, weight_bytes=from_config.weight_bytes)
+    assert estimate_shape(from_config, cfg, 1e10) == estimate_shape(uniform, cfg, 1e10)
+    with pytest.raises(ValueError, match="lacks num_hidden_layers"):
+        shape_from_config({"hidden_size": 8}, 16, 2, 10)
 
 
 def test_default_budget_and_available_memory():
@@ -95,3 +183,27 @@ def test_estimate_command_and_trace_refusal(tmp_path):
              "--out", str(tmp_path / "g.safetensors"), "--memory-budget-gb", "0.001")  # fmt: skip
     assert r.returncode == 2 and "circuit-atlas: error: this attribution would need" in r.stderr
     assert not (tmp_path / "g.safetensors").exists()
+
+
+GEMMA_2_2B = {  # the shapes of google/gemma-2-2b's config.json
+    "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": 2304, "intermediate_size": 9216,
+    "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+    "vocab_size": 256000, "tie_word_embeddings": True, "torch_dtype": "float32",
+}  # fmt: skip
+
+
+def test_estimate_command_from_a_config_alone(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(GEMMA_2_2B))
+    r = _cli("estimate", "--config", str(path), "--width", "16384", "--l0", "80", "--tokens", "64",
+             "--max-feature-nodes", "512", "--memory-budget-gb", "1000")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    A = 26 * 63 * 80
+    assert f"{A:,} active features" in r.stdout and "fits" in r.stdout and f"{512 + 10:,} rows" in r.stdout
+    r = _cli("estimate", "--config", str(path), "--width", "16384", "--l0", "80", "--tokens", "4000",
+             "--max-feature-nodes", "8192")  # fmt: skip
+    assert r.returncode == 1 and "would be refused" in r.stdout
+    r = _cli("estimate", "--config", str(path), "--tokens", "64")
+    assert r.returncode != 0 and "--width" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("estimate", "--tokens", "64")
+    assert r.returncode != 0 and "--model and --transcoders" in r.stderr and "Traceback" not in r.stderr
