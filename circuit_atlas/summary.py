@@ -56,8 +56,21 @@ def display_token(tokenizer, token_id: int) -> str:
     return "<" + " ".join(f"0x{b:02X}" for b in raw) + ">" if raw else repr(text)
 
 
+def _dashboard_labels(model) -> dict[tuple[int, int], str]:
+    """{(layer, index): label} from the feature dashboards of the model's transcoders, if any are built."""
+    if model is None:
+        return {}
+    from .features.dashboards import feature_labels
+
+    try:
+        return feature_labels(model.transcoders.name)
+    except (OSError, ValueError):  # a damaged dashboard folder must not break a summary
+        return {}
+
+
 def summarize(graph, pruned=None, top_nodes: int = 0, model=None) -> str:
-    """Text summary; with `model`, the top nodes get automatic descriptions (features/describe.py)."""
+    """Text summary; with `model`, the top nodes get their dashboard labels (features/dashboards) and
+    automatic descriptions (features/describe.py)."""
     from .features.describe import describe_node
 
     tokenizer = model.tokenizer if model is not None else None
@@ -96,9 +109,12 @@ def summarize(graph, pruned=None, top_nodes: int = 0, model=None) -> str:
                 "most influential nodes: influence = how much of the targets' probability-weighted input flows "
                 f"through the node, summed over all paths (the targets together weigh {sum(probs):.3f})"
             )
+            labels = _dashboard_labels(model)
             for row in table.head(top_nodes).itertuples():
                 if model is not None:
                     about = describe_node(model, pruned, row.Index)
+                    if row.kind == "feature" and (row.layer, row.feature) in labels:
+                        about = f"[{labels[(row.layer, row.feature)]}] {about}"
                 else:
                     token = graph.tokens[row.position] if 0 <= row.position < len(graph.tokens) else ""
                     about = f"at {show_text(token)}"

@@ -12,3 +12,12 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "graph.safetensors").is_file()
     assert (tmp_path / "graphs" / "demo-two-hop.json").is_file()
     assert "graph library:" in r.stdout and (tmp_path / "server-data" / "circuit-atlas.sqlite").is_file()
+    # the node summary labels features from the shipped dashboards
+    from circuit_atlas.features.dashboards import feature_labels
+
+    labels = feature_labels("toyworld-clt")
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("feat:")]
+    assert lines
+    for ln in lines:
+        _, layer, _, index = ln.split()[0].split(":")
+        assert f"[{labels[(int(layer), int(index))]}]" in ln
