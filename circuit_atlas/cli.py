@@ -394,6 +394,10 @@ COMMANDS = [add_trace_parser, add_export_parser, add_intervene_parser, add_estim
 # name -> (module:function registering it, one-line help): imported only when that command runs.
 LAZY_COMMANDS = {
     "train-transcoders": ("circuit_atlas.training.cli:add_train_parser", "train PLT / CLT transcoders for a model"),
+    "experiments": (
+        "circuit_atlas.toyworld.experiments:add_parser",
+        "measure how often the toy world's intervention experiments generalise",
+    ),
 }
 
 

@@ -99,12 +99,13 @@ class RegionSupernodes:
 
 
 def region_supernodes(model, prompt: str, city: str, answer: str, reference: str, graph: Graph | None = None,
-                      reference_features: FeatureSet | None = None) -> RegionSupernodes:  # fmt: skip
+                      reference_features: FeatureSet | None = None, pruned: FeatureSet | None = None,
+                      ) -> RegionSupernodes:  # fmt: skip
     """The region supernodes of `prompt` (rules in the module docstring).
 
     reference: the same frame with a city of another region ("... containing Oakland is" for Dallas).
-    graph / reference_features: the prompt's attribution graph and the reference's active features
-    (active_features), when already computed. Raises EmptyRuleError when the reference is the prompt
+    graph / reference_features / pruned: the prompt's attribution graph, the reference's active
+    features (active_features) and graph_features(graph.prune()), when already computed. Raises EmptyRuleError when the reference is the prompt
     or nothing tells the city from the reference's.
     """
     _distinct(prompt, reference, "reference")
@@ -120,12 +121,14 @@ def region_supernodes(model, prompt: str, city: str, answer: str, reference: str
     return RegionSupernodes(graph, specific, say, d.without(specific, say))
 
 
-def region_replacement(model, prompt: str, city: str, answer: str, onto_prompt: str,
-                       graph: Graph | None = None, onto_features: FeatureSet | None = None) -> RegionSupernodes:  # fmt: skip
+def region_replacement(model, prompt: str, city: str, answer: str, onto_prompt: str, graph: Graph | None = None,
+                       onto_features: FeatureSet | None = None, pruned: FeatureSet | None = None,
+                       ) -> RegionSupernodes:  # fmt: skip
     """Another region's supernodes, found on its own `prompt` contrasted with `onto_prompt` (the
-    prompt it will be injected into) and moved onto `onto_prompt`'s positions. `graph`: `prompt`'s
-    graph; `onto_features`: `onto_prompt`'s active features, when already computed."""
-    found = region_supernodes(model, prompt, city, answer, onto_prompt, graph, onto_features)
+    prompt it will be injected into) and moved onto `onto_prompt`'s positions. `graph` / `pruned`:
+    `prompt`'s graph and its pruned features; `onto_features`: `onto_prompt`'s active features, when
+    already computed."""
+    found = region_supernodes(model, prompt, city, answer, onto_prompt, graph, onto_features, pruned)
     moved = {k: onto(model, prompt, getattr(found, k), onto_prompt) for k in ("specific", "say", "region")}
     return RegionSupernodes(found.graph, **moved)
 
