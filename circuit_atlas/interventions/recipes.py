@@ -105,16 +105,15 @@ def region_supernodes(model, prompt: str, city: str, answer: str, reference: str
 
     reference: the same frame with a city of another region ("... containing Oakland is" for Dallas).
     graph / reference_features / pruned: the prompt's attribution graph, the reference's active
-    features (active_features) and graph_features(graph.prune()), when already computed. Raises EmptyRuleError when the reference is the prompt
-    or nothing tells the city from the reference's.
+    features (active_features) and graph_features(graph.prune()), when already computed.
+    Raises EmptyRuleError when the reference is the prompt or nothing tells the city from it.
     """
     _distinct(prompt, reference, "reference")
     graph = _attribute(model, prompt) if graph is None else graph
     span = range(d.token_span(model, prompt, city)[0], len(graph.tokens))
     ref = reference_features if reference_features is not None else d.active_features(model, reference)
-    specific = d.contrast(
-        d.select(d.graph_features(graph.prune()), positions=span), onto(model, reference, ref, prompt)
-    )
+    pruned = d.graph_features(graph.prune()) if pruned is None else pruned
+    specific = d.contrast(d.select(pruned, positions=span), onto(model, reference, ref, prompt))
     require(specific, f"the {city}-specific set of {prompt!r}", f"the reference {reference!r} shares all its features; "
             "use a city of another region")  # fmt: skip
     say = d.promoting(model, specific, [answer])
