@@ -93,6 +93,13 @@ def summarize(trials: Sequence[Trial]) -> dict:
         "collapsed": sum(t.collapsed for t in trials),
         "rule_failed": sum(t.error is not None for t in trials),
     }
+    if trials and all(":" in t.item for t in trials):  # multilingual: "fr:petit"
+        out["by_language"] = {}
+        for lang in sorted({t.item.split(":")[0] for t in trials}):
+            part = [t for t in trials if t.item.startswith(lang + ":")]
+            kk = sum(t.ok for t in part)
+            out["by_language"][lang] = {"n": len(part), "successes": kk, "rate": kk / len(part),
+                                        "wilson95": list(wilson(kk, len(part)))}  # fmt: skip
     if any(t.heldout is not None for t in trials):
         for name, flag in (("heldout", True), ("trained", False)):
             part = [t for t in trials if t.heldout is flag]

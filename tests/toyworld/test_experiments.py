@@ -41,7 +41,7 @@ def test_summarize_counts_by_hand():
         ex.Trial("d", " x", False, heldout=True, error="empty"),
     ]
     s = ex.summarize(trials)
-    assert (s["n"], s["successes"], s["rate"]) == (4, 1, 0.25)
+    assert (s["n"], s["successes"], s["rate"]) == (4, 1, 0.25) and "by_language" not in s
     assert s["wilson95"] == list(ex.wilson(1, 4))
     assert s["median_p_expected"] == pytest.approx(0.2)  # of the three that ran
     assert (s["collapsed"], s["rule_failed"]) == (1, 1)
@@ -114,6 +114,9 @@ def test_a_rule_that_cannot_hold_is_a_counted_failure():
     s = ex.summarize(runner.trials["multilingual.language_off_x-2"])
     assert s["rule_failed"] == sum(t.error is not None for t in off.values()) >= 2  # fr:long and en:long
     assert s["n"] == len(off) and not math.isnan(s["rate"])
+    by = s["by_language"]
+    assert set(by) == {"en", "fr", "zh"} and sum(b["n"] for b in by.values()) == s["n"]
+    assert by["fr"]["successes"] == sum(t.ok for item, t in off.items() if item.startswith("fr:"))
 
 
 def test_config_rejects_bad_values():
