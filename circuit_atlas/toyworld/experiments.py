@@ -494,7 +494,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "experiments", help="measure how often the toy world's intervention experiments generalise",
         description="Run the examples' intervention experiments over every (city, target region) pair and every "
         "word pair in every language; print success rates with 95 percent Wilson intervals, write JSON and a figure. "
-        "Every city takes about 8 s per transcoder set on 2 CPU cores (--cities heldout: about 10 minutes).",
+        "With every target a city takes about 10 s on 2 CPU cores (--cities heldout: about 12 minutes; all: over an hour).",
     )  # fmt: skip
     p.add_argument("world", choices=["toyworld"], help="the model whose experiments to run (toyworld)")
     p.add_argument("--transcoders", default="toyworld-clt", choices=["toyworld-clt", "toyworld-plt"],
