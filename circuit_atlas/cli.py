@@ -465,6 +465,10 @@ LAZY_COMMANDS = {
         "circuit_atlas.models.gguf:add_convert_gguf_parser",
         "convert a GGUF file to a Hugging Face folder",
     ),
+    "experiments": (
+        "circuit_atlas.toyworld.experiments:add_parser",
+        "measure how often the toy world's intervention experiments generalise",
+    ),
 }
 
 

@@ -20,10 +20,9 @@ import torch
 from circuit_atlas import ReplacementModel
 from circuit_atlas.interventions import Intervention
 from circuit_atlas.interventions.figure import draw_intervention_graph
+from circuit_atlas.interventions.recipes import MODE
 from circuit_atlas.interventions.supernodes import InterventionGraph, top_k_tokens
 
-MODE = "frozen_attention"  # the papers': attention patterns held at the clean prompt's, the rest live
-SUPPRESS, INJECT = -2.0, 2.0  # the papers' multipliers: a supernode x-2, a replacement at +2x its activation
 RESULTS = Path(__file__).resolve().parent / "results.json"
 RESULTS_FORMAT, RESULTS_VERSION = "circuit-atlas-example-results", 1
 DIGITS = 6  # probabilities in results.json

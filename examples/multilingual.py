@@ -9,7 +9,7 @@ The papers find the same "small", "opposite" and "say large" features on "The op
 is" / "Le contraire de petit est" / "小的反义词是", with a few language features deciding the
 output language, and check it by intervening: French off (English output), French off + Chinese
 on (Chinese output), small -> big (the answer becomes "petit"), opposite -> synonym. We redo it
-on the toy world with supernodes found by rules (circuit_atlas/interventions/discovery.py), all on
+on the toy world with supernodes found by rules (circuit_atlas/interventions/recipes.py), all on
 the French prompt's pruned graph; the other prompts are aligned onto its positions by role
 (operand on operand, last token on last token; same-length prompts align token by token):
 
@@ -32,21 +32,27 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from experiments import INJECT, SUPPRESS, Expect, Experiments, load, parse_args, show, write_results
+from experiments import Expect, Experiments, load, parse_args, show, write_results
 
 from circuit_atlas import attribute
-from circuit_atlas.interventions import Supernode, scale_by
+from circuit_atlas.interventions import Supernode
 from circuit_atlas.interventions.discovery import (
     active_features,
-    align_positions,
-    contrast,
-    favouring,
     graph_features,
     link_weight,
-    move,
     select,
     shared,
     supernode,
+)
+from circuit_atlas.interventions.recipes import (
+    INJECT,
+    PATCH,
+    SUPPRESS,
+    ablate,
+    concept_replacement,
+    concept_supernode,
+    language_supernode,
+    onto,
     swap,
 )
 from circuit_atlas.interventions.supernodes import InterventionGraph
@@ -67,43 +73,36 @@ LANGUAGES = {  # prompt: (its answer, the English / French answer it competes wi
 }
 ANCHORS = {ZH: [(1, 4), (-1, -1)], ZH_SMALL: [(1, 4), (-1, -1)]}  # the operand (position 1), like petit (position 4)
 ENGLISH = {" big", " large", " huge", " tall"}  # English answers the paper's French-off should give
-RULES = {"-2x": (SUPPRESS, INJECT), "0x": (0.0, 1.0)}  # (factor on the supernode, factor on the replacement)
+RULES = {"-2x": (SUPPRESS, INJECT), "0x": PATCH}  # (factor on the supernode, factor on the replacement)
 
 
 def find_supernodes(model) -> dict:
-    """The French graph, its supernodes and their replacements (feature sets on the French positions)."""
-    ids = model.tokenize(FR).tolist()
-    last = len(ids) - 1
-
-    def onto_fr(prompt: str, features: dict) -> dict:
-        return move(features, align_positions(model.tokenize(prompt).tolist(), ids, ANCHORS.get(prompt, ())))
-
-    def pruned(prompt: str) -> dict:
-        return graph_features(attribute(model, prompt, progress=False).prune())
-
-    acts = {p: onto_fr(p, active_features(model, p)) for p in (FR, EN, ZH, GRAND, SYNONYM, FR_SMALL, ZH_SMALL,
-                                                                EN_PETIT, EN_XIAO)}  # fmt: skip
+    """The French graph, its supernodes and their replacements (feature sets on the French positions),
+    by the rules of circuit_atlas/interventions/recipes.py."""
+    last = len(model.tokenize(FR)) - 1
+    prompts = (FR, EN, ZH, GRAND, SYNONYM, FR_SMALL, ZH_SMALL, EN_PETIT, EN_XIAO)
+    acts = {p: onto(model, p, active_features(model, p), FR, ANCHORS.get(p, ())) for p in prompts}
 
     def language(prompt: str) -> dict:
-        """Features that favour this language's answer over the other language's, stay on with a
-        foreign word in the same sentence, and are off with this word in a foreign sentence."""
         answer, other, same_frame, same_word = LANGUAGES[prompt]
-        favour = onto_fr(prompt, favouring(model, prompt, answer, other))
-        return contrast(shared(favour, acts[same_frame]), acts[same_word])
+        return language_supernode(model, prompt, answer, other, same_frame, same_word, FR, ANCHORS, acts)
+
+    def replacement(prompt: str, *contrasts: str) -> dict:
+        return concept_replacement(model, prompt, contrasts, FR, ANCHORS, acts)
 
     graph = attribute(model, FR, progress=False)
     fr = graph_features(graph.prune())
     sets = {
         "French": language(FR),
-        "petit": contrast(fr, acts[GRAND]),
-        "opposite": contrast(fr, acts[SYNONYM]),
+        "petit": concept_supernode(fr, acts[GRAND], "petit"),
+        "opposite": concept_supernode(fr, acts[SYNONYM], "opposite"),
         "shared": shared(select(acts[FR], positions=[last]), acts[EN], acts[ZH]),
     }
     replacements = {
-        "Chinese": contrast(contrast(onto_fr(ZH, pruned(ZH)), acts[FR]), acts[EN]),
-        "English": contrast(contrast(onto_fr(EN, pruned(EN)), acts[FR]), acts[ZH]),
-        "grand": contrast(onto_fr(GRAND, pruned(GRAND)), acts[FR]),
-        "synonym": contrast(onto_fr(SYNONYM, pruned(SYNONYM)), acts[FR]),
+        "Chinese": replacement(ZH, FR, EN),
+        "English": replacement(EN, FR, ZH),
+        "grand": replacement(GRAND, FR),
+        "synonym": replacement(SYNONYM, FR),
     }
     return {"graph": graph, "pruned": fr, "sets": sets, "replacements": replacements}
 
@@ -144,7 +143,7 @@ def measure(model, transcoders: str, out: str | Path | None) -> dict:
     # --- French off ---------------------------------------------------------------------------
     english = Expect("the answer comes out in English ('big')", tops=ENGLISH)
     for factor in (0.0, SUPPRESS):
-        ex.run(f"french_x{factor:g}", f"French x{factor:g}", [scale_by(nodes["French"], factor)],
+        ex.run(f"french_x{factor:g}", f"French x{factor:g}", ablate(sets["French"], factor, "French"),
                {"French": f"{factor:g}x"}, expect=english)  # fmt: skip
 
     # --- swaps: French -> Chinese / English, petit -> grand, opposite -> synonym ----------------

@@ -8,8 +8,8 @@ diagrams into --out and writes the figures into examples/results.json (see exper
 The papers trace Dallas -> Texas -> say Austin (plus capital -> say a capital -> say Austin),
 then check the story by intervening: each supernode inverted (x-2), and Texas swapped for
 California, China or British Columbia features taken from other prompts. We redo that on the
-toy world, with supernodes found by rules (circuit_atlas/interventions/discovery.py) instead of
-by hand:
+toy world, with supernodes found by rules (circuit_atlas/interventions/recipes.py, any user can
+call them on other prompts) instead of by hand:
 
     Dallas-specific  features of the pruned graph from the city's first token to the end that are
                      absent, or below half as active, on the Oakland prompt (a city of another state)
@@ -29,26 +29,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from experiments import INJECT, SUPPRESS, Expect, Experiments, load, parse_args, show, write_results
+from experiments import Expect, Experiments, load, parse_args, show, write_results
 
-from circuit_atlas import attribute
 from circuit_atlas.features.describe import promoted_tokens
 from circuit_atlas.graph.graph import ERROR, FEATURE
 from circuit_atlas.graph.influence import logit_weights, node_influence
-from circuit_atlas.interventions import Supernode, scale_by
-from circuit_atlas.interventions.discovery import (
-    active_features,
-    align_positions,
-    contrast,
-    graph_features,
-    link_weight,
-    move,
-    promoting,
-    select,
-    supernode,
+from circuit_atlas.interventions import Supernode
+from circuit_atlas.interventions.discovery import active_features, graph_features, link_weight, supernode, token_span
+from circuit_atlas.interventions.recipes import (
+    INJECT,
+    SUPPRESS,
+    ablate,
+    region_replacement,
+    region_supernodes,
+    say_capital_supernode,
     swap,
-    token_span,
-    without,
+    words_supernode,
 )
 from circuit_atlas.interventions.supernodes import InterventionGraph
 from circuit_atlas.toyworld import world
@@ -63,17 +59,6 @@ REPLACEMENTS = {  # region: (prompt, city, its capital)
 CAPITALS = [" " + r.capital for r in world.REGIONS]
 
 
-def region_features(model, prompt: str, city: str, answer: str, reference: str):
-    """(Dallas-specific-style set, its say-<answer> part, the rest) on `prompt`'s positions."""
-    graph = attribute(model, prompt, progress=False)
-    ids = model.tokenize(prompt).tolist()
-    span = range(token_span(model, prompt, city)[0], len(ids))
-    ref = move(active_features(model, reference), align_positions(model.tokenize(reference).tolist(), ids))
-    specific = contrast(select(graph_features(graph.prune()), positions=span), ref)
-    say = promoting(model, specific, [answer])
-    return graph, specific, say, without(specific, say)
-
-
 def describe(model, name: str, features: dict, n: int = 3) -> str:
     strongest = sorted(features, key=features.get, reverse=True)[:n]
     parts = [f"L{f.layer}@{f.position}#{f.index} {promoted_tokens(model, f.layer, f.index, 3)}" for f in strongest]
@@ -81,23 +66,22 @@ def describe(model, name: str, features: dict, n: int = 3) -> str:
 
 
 def find_supernodes(model) -> dict:
-    """The Dallas graph and its supernodes (feature sets), by the rules in the module docstring."""
-    graph, specific, say_austin, texas = region_features(model, PROMPT, CITY, ANSWER, REFERENCE)
-    pruned = graph_features(graph.prune())
-    last = len(graph.tokens) - 1
-    say_capital = promoting(model, without(select(pruned, positions=[last]), specific), CAPITALS, min_count=5)
-    capital = select(pruned, positions=token_span(model, PROMPT, "capital of"))
-    sets = {"Texas": texas, "say a capital": say_capital, "say Austin": say_austin, "capital": capital}
-    return {"graph": graph, "pruned": pruned, "specific": specific, "sets": sets}
+    """The Dallas graph and its supernodes (feature sets), by the rules in the module docstring
+    (circuit_atlas/interventions/recipes.py)."""
+    region = region_supernodes(model, PROMPT, CITY, ANSWER, reference=REFERENCE)
+    graph, specific = region.graph, region.specific
+    say_capital = say_capital_supernode(model, graph, CAPITALS, exclude=specific)
+    capital = words_supernode(graph, model, PROMPT, "capital of")
+    sets = {"Texas": region.region, "say a capital": say_capital, "say Austin": region.say, "capital": capital}
+    return {"graph": graph, "pruned": graph_features(graph.prune()), "specific": specific, "sets": sets}
 
 
 def replacement(model, region: str) -> tuple[dict, dict]:
     """A region's features (all specific ones, and the state part without say-<capital>) on the
     Dallas prompt's positions."""
     prompt, city, answer = REPLACEMENTS[region]
-    _, specific, _, state = region_features(model, prompt, city, answer, PROMPT)
-    to_dallas = align_positions(model.tokenize(prompt).tolist(), model.tokenize(PROMPT).tolist())
-    return move(specific, to_dallas), move(state, to_dallas)
+    found = region_replacement(model, prompt, city, answer, PROMPT)
+    return found.specific, found.region
 
 
 # What the papers saw when each supernode is inverted (x-2)
@@ -145,7 +129,7 @@ def measure(model, transcoders: str, out: str | Path | None) -> dict:
             print(f"\n== {name}: the rule finds no features with these transcoders; nothing to ablate")
             continue
         for factor in (0.0, SUPPRESS):
-            ex.run(f"{name.replace(' ', '_')}_x{factor:g}", f"{name} x{factor:g}", [scale_by(nodes[name], factor)],
+            ex.run(f"{name.replace(' ', '_')}_x{factor:g}", f"{name} x{factor:g}", ablate(sets[name], factor, name),
                    {name: f"{factor:g}x"}, expect=PAPER[name] if factor == SUPPRESS else None)  # fmt: skip
 
     # --- replacements: Texas (with its say-Austin part) -> another region -------------------------

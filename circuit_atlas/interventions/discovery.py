@@ -243,7 +243,16 @@ def swap(original: FeatureSet, new: FeatureSet, down: float = -2.0, up: float = 
 
 def favouring(model, prompt: str, good: str | int, bad: str | int) -> FeatureSet:
     """Features of `prompt` whose direct effect favours token `good` over `bad` (a positive edge to
-    the LogitDiff(good, bad) target of the prompt's full graph), with their activations."""
+    the LogitDiff(good, bad) target of the prompt's full graph), with their activations.
+
+    `good` and `bad` must be different tokens: a logit difference with itself is zero, so no
+    feature could favour it (ValueError, rather than an empty set)."""
+    g, b = token_ids(model, [good, bad])
+    if g == b:
+        raise ValueError(
+            f"favouring needs two different tokens; {good!r} and {bad!r} are both token {g}, so their logit "
+            "difference is zero and no feature can favour one over the other"
+        )
     from ..attribution.attribute import attribute
     from ..attribution.targets import LogitDiff
     from ..graph.graph import LOGIT

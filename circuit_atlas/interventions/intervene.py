@@ -32,6 +32,7 @@ from .forward import (
 from .spec import Intervention
 
 DEFAULT_MODE = "frozen_attention"
+COLLAPSE_FACTOR = 10.0  # top-1 below 10 x uniform (1/vocab): the output has collapsed
 
 
 class TokenProbability(NamedTuple):
@@ -87,10 +88,23 @@ class InterventionResult:
         """Probabilities at `position`; `.topk(k)` lists (token, probability, id), `.tensor` is the (V,) tensor."""
         return TokenProbabilities(torch.softmax(self.logits[position].double(), -1), self.tokenizer)
 
+    def is_collapsed(self, position: int = -1, factor: float = COLLAPSE_FACTOR) -> bool:
+        """Whether the output at `position` has collapsed towards uniform: its top-1 probability is
+        below `factor` x 1/vocab (an intervention that pushed activations off their range often ends
+        there, and its "top token" then means nothing)."""
+        probs = torch.softmax(self.logits[position].double(), -1)
+        return bool(probs.max() < factor / probs.shape[0])
+
+    @property
+    def collapsed(self) -> bool:
+        """is_collapsed() at the last position: the next-token output is near uniform."""
+        return self.is_collapsed()
+
     def __repr__(self) -> str:
         top = self.probabilities().topk(3) if self.tokenizer is not None else "?"
         notes = f", notes={self.notes}" if self.notes else ""
-        return f"InterventionResult(mode={self.mode!r}, {self.input_ids.shape[0]} tokens, top {top}{notes})"
+        collapsed = ", collapsed (near uniform)" if self.collapsed else ""
+        return f"InterventionResult(mode={self.mode!r}, {self.input_ids.shape[0]} tokens, top {top}{collapsed}{notes})"
 
 
 def mode_name(mode: Mode) -> str:
