@@ -28,14 +28,16 @@ def promoted_tokens(model, layer: int, feature: int, k: int = 5) -> list[str]:
 
 def describe_node(model, graph: Graph, index: int, k: int = 4) -> str:
     """A short automatic description of node `index` of `graph`."""
+    from ..summary import display_token, show_text
     kind, layer = int(graph.kind[index]), int(graph.layer[index])
     position, feature = int(graph.position[index]), int(graph.feature[index])
     token = graph.tokens[position] if 0 <= position < len(graph.tokens) else "?"
     if kind == FEATURE:
-        tokens = ", ".join(repr(t) for t in promoted_tokens(model, layer, feature, k))
-        return f"feature L{layer} #{feature} at {token!r}: promotes {tokens}"
+        top = decoder_logits(model, layer, feature).topk(k).indices.tolist()
+        tokens = ", ".join(display_token(model.tokenizer, t) for t in top)  # byte pieces as <0x..>, not '\ufffd'
+        return f"feature L{layer} #{feature} at {show_text(token)}: promotes {tokens}"
     if kind == ERROR:
-        return f"MLP {layer} reconstruction error at {token!r}"
+        return f"MLP {layer} reconstruction error at {show_text(token)}"
     if kind == EMBEDDING:
-        return f"token embedding {token!r}"
+        return f"token embedding {show_text(token)}"
     return f"logit {graph.logit_labels[int((graph.kind[:index] == kind).sum())]!r}"

@@ -27,3 +27,22 @@ def test_decoder_logits_and_descriptions():
     assert text["error"].startswith("MLP ") and "reconstruction error" in text["error"]
     assert text["embedding"] == "token embedding '<bos>'"
     assert text["logit"] == f"logit {g.logit_labels[0]!r}"
+
+
+def test_descriptions_show_byte_pieces_as_bytes():
+    """A promoted token that is only part of a character prints as <0x..> bytes, never as '\\ufffd'."""
+    import circuit_atlas as ca
+    from circuit_atlas.features.describe import decoder_logits, describe_node
+
+    model = ca.ReplacementModel.from_pretrained("toyworld", "toyworld-clt")
+    graph = ca.attribute(model, "The capital of the state containing Dallas is", progress=False)
+    seen = 0
+    for i in range(graph.n_nodes):
+        if int(graph.kind[i]) != 0:
+            continue
+        layer, feature = int(graph.layer[i]), int(graph.feature[i])
+        top = decoder_logits(model, layer, feature).topk(4).indices.tolist()
+        text = describe_node(model, graph, i)
+        assert "\ufffd" not in text, text
+        seen += any("\ufffd" in model.tokenizer.decode([t]) for t in top) and "<0x" in text
+    assert seen > 0  # the toy world has such features: the check above ran on some
