@@ -414,6 +414,21 @@ def create_app(config: ServerConfig) -> FastAPI:
         return Response(text, media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{row.id}-{what}.csv"'})  # fmt: skip
 
+    @app.get("/api/features/{transcoders}/search")
+    def feature_search(transcoders: str, label: str | None = None, fires_on: str | None = None,
+                       promotes: str | None = None, limit: int = 20) -> dict:  # fmt: skip
+        """Features by label text, by a token they fire on, or by a token they promote ("which promote ' Austin'?")."""
+        from .dashboards import search_features
+
+        if not 1 <= limit <= 500:
+            raise ValueError(f"limit must be between 1 and 500, got {limit}")
+        try:
+            hits = search_features(data_dir, transcoders, label=label, fires_on=fires_on, promotes=promotes,
+                                   limit=limit)  # fmt: skip
+        except FileNotFoundError as exc:
+            raise NotFound(str(exc)) from None
+        return {"transcoders": transcoders, "features": hits}
+
     @app.get("/api/features/{transcoders}/{layer}/{index}")
     def feature_dashboard(transcoders: str, layer: int, index: int) -> dict:
         """One feature's dashboard as circuit-tracer / Neuronpedia feature JSON (404 when none is built)."""

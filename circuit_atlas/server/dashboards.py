@@ -47,3 +47,15 @@ def feature_labels(data_dir: Path, transcoders: str | None) -> dict[tuple[int, i
         return open_dashboards(found).labels()
     except (OSError, ValueError):  # a corrupt dashboard folder must not take the graph view down
         return {}
+
+
+def search_features(data_dir: Path, transcoders: str, *, label: str | None = None, fires_on: str | None = None,
+                    promotes: str | None = None, limit: int = 20) -> list[dict]:  # fmt: skip
+    """Features of a set by label text, a token they fire on, or a token they promote (best first)."""
+    from circuit_atlas.features.dashboards.search import search
+
+    found = dashboards_dir(data_dir, transcoders)
+    if found is None:
+        raise FileNotFoundError(f"no feature dashboards for transcoder set {transcoders!r}")
+    hits = search(found, label=label, fires_on=fires_on, promotes=promotes, limit=limit)
+    return [{"layer": h.layer, "index": h.index, "label": h.label, "score": h.score} for h in hits]

@@ -36,3 +36,17 @@ def test_feature_nodes_carry_dashboard_labels(server, toy):
     for n in feats:
         assert n["auto_label"] == labels[(n["layer"], n["feature"])]
         assert n["label"] == n["auto_label"]
+
+
+def test_feature_search_through_the_api(server):
+    from circuit_atlas.features.dashboards import find_dashboards
+    from circuit_atlas.features.dashboards.search import search
+
+    with server.client() as c:
+        r = c.get("/api/features/toyworld-clt/search", params={"promotes": " Austin", "limit": 5})
+        assert r.status_code == 200, r.text
+        expected = search(find_dashboards("toyworld-clt"), promotes=" Austin", limit=5)
+        assert [(f["layer"], f["index"]) for f in r.json()["features"]] == [(h.layer, h.index) for h in expected]
+        assert expected, "some toy-world feature promotes ' Austin'"
+        assert c.get("/api/features/toyworld-clt/search").status_code == 422  # no criterion: one clear error
+        assert c.get("/api/features/nope/search", params={"label": "x"}).status_code == 404
