@@ -106,7 +106,7 @@ def test_model_and_transcoders_by_hub_id_with_revisions(tmp_path, offline_cache)
     for name, ref in (("acme/tiny-llama", ref1), ("acme/tiny-llama@v1", ref0), (f"acme/tiny-llama@{old}", ref0),
                       (f"acme/tiny-llama@{new}", ref1)):  # fmt: skip
         model = ReplacementModel.from_pretrained(name, "acme/tiny-transcoders")
-        assert str(offline_cache) in model.name and "snapshots" in model.name
+        assert model.name == name  # graphs record the model as the user named it; the logits show the revision
         torch.testing.assert_close(model.logits(PROMPT), ref, atol=1e-4, rtol=1e-4)
     assert torch.equal(model.transcoders.W_enc[1], tc.W_enc[1])
 
@@ -130,7 +130,8 @@ def test_circuit_tracer_config_pointing_into_other_repositories(tmp_path, offlin
     cfg.parent.mkdir()
     cfg.write_text(yaml.safe_dump(config))
     publish(offline_cache, "acme/tiny-config", {"config.yaml": cfg})
-    model = ReplacementModel.from_pretrained(path, "acme/tiny-config")
+    # a local folder does not record its Hub name, so the recorded "acme/tiny-llama" is not matched by name
+    model = ReplacementModel.from_pretrained(path, "acme/tiny-config", allow_model_mismatch=True)
     for l in range(tc.n_layers):
         assert torch.equal(model.transcoders.W_enc[l], tc.W_enc[l])
         assert torch.equal(model.transcoders.W_dec[l], tc.W_dec[l])

@@ -306,7 +306,8 @@ def test_greedy_generation_matches_hugging_face_hooks(name):
     model.transcoders = tc32
     ids = model.tokenize(PROMPTS[0])
     n_new = 6
-    plain = model.generate(ids, max_new_tokens=n_new, stop_at_eos=False)
+    # mode="free": the hooks-based Hugging Face run recomputes attention (the default freezes it)
+    plain = model.generate(ids, max_new_tokens=n_new, stop_at_eos=False, mode="free")
     assert plain.new_ids.tolist() == _hf_greedy(hf, tc32, name, ids, n_new)
     # Set a mid-depth feature, from position 2 on (generated positions included), to a large value.
     l = model.n_layers // 2
@@ -314,7 +315,7 @@ def test_greedy_generation_matches_hugging_face_hooks(name):
     fi = max(acts.active(l), key=lambda fa: fa[1])[0].index
     value = 40.0 * max(v for _, v in acts.active(l))
     edited = model.generate(ids, [set_to((l, fi), value, position=slice(2, None))], max_new_tokens=n_new,
-                            stop_at_eos=False)  # fmt: skip
+                            stop_at_eos=False, mode="free")  # fmt: skip
     theirs = _hf_greedy(hf, tc32, name, ids, n_new, edit=(l, fi, value, 2))
     assert edited.new_ids.tolist() == theirs
     assert edited.new_ids.tolist() != plain.new_ids.tolist(), "the intervention should change the continuation"
