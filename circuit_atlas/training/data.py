@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,23 +33,22 @@ log = logging.getLogger(__name__)
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
 
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
+def decode_text(path: Path, raw: bytes, expected: str = "UTF-8 text or .jsonl") -> str:
+    """The bytes of a corpus file as text, or one clear error (binary, not UTF-8). Shared with the dashboards."""
     if b"\x00" in raw:
-        raise ValueError(f"{path} is not a text file (it holds NUL bytes); give UTF-8 text or .jsonl")
+        raise ValueError(f"{path} is not a text file (it holds NUL bytes); give {expected}")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(
-            f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); give UTF-8 text or .jsonl"
-        ) from err
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); give {expected}") from err
 
 
-def _documents(path: Path) -> list[str]:
-    text = _read_text(path)
-    if path.suffix != ".jsonl":
-        return [line for line in text.splitlines() if line.strip()]
-    docs = []
+def _read_text(path: Path) -> str:
+    return decode_text(path, path.read_bytes())
+
+
+def jsonl_records(path: Path, text: str) -> Iterator[str]:
+    """The non-blank documents of a .jsonl file: each line a string or an object with a "text" string."""
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -63,8 +63,14 @@ def _documents(path: Path) -> list[str]:
         if not isinstance(record, str):
             raise ValueError(f'{path}:{number}: a .jsonl record must be a string or an object with a "text" string')
         if record.strip():
-            docs.append(record)
-    return docs
+            yield record
+
+
+def _documents(path: Path) -> list[str]:
+    text = _read_text(path)
+    if path.suffix != ".jsonl":
+        return [line for line in text.splitlines() if line.strip()]
+    return list(jsonl_records(path, text))
 
 
 def read_documents(path: str | os.PathLike) -> list[str]:

@@ -11,11 +11,12 @@ every tie-break refers to), so any process reading the same corpus sees the same
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from ...training.data import decode_text, jsonl_records
 
 
 @dataclass
@@ -26,30 +27,11 @@ class Window:
 
 
 def _decode(path: Path, raw: bytes) -> str:
-    if b"\x00" in raw:
-        raise ValueError(f"{path} is not a text file (it holds NUL bytes); give UTF-8 text, .jsonl or a folder of text")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); give UTF-8 text") from err
+    return decode_text(path, raw, "UTF-8 text, .jsonl or a folder of text")
 
 
 def _jsonl(path: Path, text: str) -> Iterator[str]:
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}:{number} is not valid JSON ({err.msg}); a .jsonl file holds one record a line"
-            ) from err
-        if isinstance(record, dict):
-            record = record.get("text")
-        if not isinstance(record, str):
-            raise ValueError(f'{path}:{number}: a .jsonl record must be a string or an object with a "text" string')
-        if record.strip():
-            yield record
+    return jsonl_records(path, text)  # the trainer's reader: one .jsonl dialect for every corpus
 
 
 def corpus_files(path: str | os.PathLike) -> list[Path]:
