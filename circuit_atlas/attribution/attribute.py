@@ -208,6 +208,9 @@ def _package(model, ctx: AttributionContext, tlist, edges, row_features, logit_n
         "output_hook": tc.output_hook,
         "vocab_size": model.vocab_size,
         "d_model": model.d_model,
+        # |error| / |MLP output| of each error node, keyed "layer:position" (survives pruning and subsets):
+        # how much of that MLP's output the transcoder leaves unexplained
+        "error_share": _error_shares(ctx, err_l.flatten().tolist(), err_p.flatten().tolist()),
         "targets": [
             {"label": t.label, "token_id": t.token_id, "probability": t.probability, "custom": t.custom}
             | ({"vector": t.vector.float().cpu().tolist()} if t.custom else {})
@@ -231,3 +234,11 @@ def _package(model, ctx: AttributionContext, tlist, edges, row_features, logit_n
         logit_labels=[t.label for t in tlist],
         metadata=metadata,
     )
+
+
+def _error_shares(ctx, layers: list[int], positions: list[int]) -> dict[str, float]:
+    """{"l:p": ||error|| / ||MLP output||} at every error node (0 where the MLP output is 0)."""
+    err = ctx.errors.double().norm(dim=-1).cpu()  # (L, T)
+    out = ctx.clean.mlp_outputs.double().norm(dim=-1).cpu()  # (L, T)
+    share = torch.where(out > 0, err / out.clamp_min(1e-300), torch.zeros_like(err))
+    return {f"{l}:{p}": float(share[l, p]) for l, p in zip(layers, positions)}

@@ -69,6 +69,11 @@ class NodeTable:
             if k == FEATURE:
                 number = (originals.get(key) or {}).get("feature", cantor(self.layer[i], self.feature[i]))
                 self.feature_numbers.setdefault(str(number), []).append(i)
+        shares = graph.metadata.get("error_share") or {}  # attribution records |error| / |MLP output|
+        self.error_share = [
+            shares.get(f"{l}:{p}") if k == ERROR else None
+            for k, l, p in zip(graph.kind.tolist(), self.layer, self.position)
+        ]
         self.logit_tokens = [None] * self.n
         logit_labels = iter(graph.logit_labels)
         for i, k in enumerate(graph.kind.tolist()):

@@ -101,6 +101,8 @@ def node_json(lg: LoadedGraph, i: int, labels: dict[int, dict]) -> dict:
         "auto_label": nt.auto_labels[i], "label": label["text"] if label else nt.auto_labels[i],
         "label_scope": label["scope"] if label else "auto",
     }  # fmt: skip
+    if nt.kinds[i] == "error" and nt.error_share[i] is not None:
+        out["error_share"] = _num(nt.error_share[i])
     if nt.kinds[i] == "logit":
         out["probability"] = _num(nt.activation[i])
         out["logit_token"] = nt.logit_tokens[i]

@@ -256,3 +256,20 @@ def test_export_svg_png_and_json(page, server, graph):
     assert exported["nodes"] and exported["links"]
     assert sorted(exported["qParams"]["pinnedIds"].split(",") if isinstance(exported["qParams"]["pinnedIds"], str)
                   else exported["qParams"]["pinnedIds"])  # fmt: skip
+
+
+def test_error_node_detail_shows_its_share_of_the_mlp_output(page, server, graph, toy_file):
+    from circuit_atlas.graph.graph import Graph
+
+    shares = Graph.load(str(toy_file)).metadata["error_share"]
+    open_graph(page, server, graph["id"])
+    errors = page.evaluate("window.atlas.S.nodes.filter(n => n.kind === 'error').map(n => n.id)")
+    assert errors, "the default view shows error nodes"
+    node = errors[0]
+    x, y = node_xy(page, node)
+    page.mouse.click(x, y)
+    page.wait_for_function("id => window.atlas.S.selected === id", arg=node)
+    _, layer, pos = node.split(":")
+    expected = f"{100 * shares[f'{layer}:{pos}']:.1f}%"
+    page.wait_for_function("t => document.querySelector('#detail-body').innerText.includes(t)", arg=expected)
+    assert "Share of the MLP output left unexplained by the transcoder" in page.inner_text("#detail-body")
