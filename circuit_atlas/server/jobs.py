@@ -299,7 +299,12 @@ def run_intervention(queue: JobQueue, job: Job) -> dict:
     for spec in r["interventions"]:
         members = spec.get("supernode") or [spec["node"]]
         for f in map(feature_of, members):
-            positions = spec.get("positions") or [f.position]
+            # no "positions": where the feature is active; an explicit [] (with "generated"): generated tokens only
+            positions = spec["positions"] if spec.get("positions") is not None else [f.position]
+            if not positions and not spec.get("generated"):
+                raise ValueError(
+                    f"intervention on {members[0]} has no positions and no generated tokens: it edits nothing"
+                )
             kw = {"value": spec["value"]} if spec["mode"] == "set" else {"scale": spec["value"]}
             for p in positions:
                 edits.append(Intervention((f.layer, f.index), position=int(p), **kw))

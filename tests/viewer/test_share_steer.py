@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from viewer.kit import card_xy, features, open_graph, pin_three_group_two, shot, wait_saved
+from viewer.kit import PROMPT, card_xy, features, node_xy, open_graph, pin_three_group_two, shot, wait_saved
 
 
 def test_share_link_opens_the_same_view_in_a_fresh_context(guarded, server, graph):
@@ -101,3 +101,42 @@ def test_slug_url_of_an_imported_circuit_tracer_graph(page, server):
     assert g["id"] in same_slug and page.url.rsplit("/", 1)[1] in same_slug
     assert sorted(page.evaluate("window.atlas.S.pinned")) == ["feat:14:6:2268", "feat:20:7:15589"]
     page.wait_for_selector("#sg-svg g.card[data-id='feat:20:7:15589']")
+
+
+def test_steer_per_position_and_generated_tokens(page, server, graph):
+    """The per-position grid sends one intervention per value (and one for generated tokens), and the page
+    shows the same after-logits as the Python API run of that intervention."""
+    import circuit_atlas as ca
+    from circuit_atlas.interventions import Feature, scale_by
+
+    open_graph(page, server, graph["id"])
+    node = features(page, 1)[0]
+    _, layer, pos, index = (int(x) if x.isdigit() else x for x in node.split(":"))
+    x, y = node_xy(page, node)
+    page.keyboard.down("Control")
+    page.mouse.click(x, y)
+    page.keyboard.up("Control")
+    page.wait_for_function("window.atlas.S.pinned.length === 1")
+    row = page.locator("#steer-body .steer-row").first
+    row.locator("select").nth(1).select_option("grid")
+    grid = row.locator(".pos-grid input")
+    grid.nth(pos).fill("-2")
+    grid.last.fill("0")  # generated tokens: ablate
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/api/jobs/intervene") else None)
+    page.wait_for_function("document.querySelector('#steer-model option') !== null")
+    page.click("#steer-run")
+    page.wait_for_function(
+        "/^(done|Steer failed)/.test(document.getElementById('steer-msg').textContent)", timeout=300_000
+    )
+    assert page.inner_text("#steer-msg") == "done", page.inner_text("#steer-msg")
+    ivs = sent[0]["interventions"]
+    assert {(iv["value"], tuple(iv.get("positions") or ()), iv.get("generated")) for iv in ivs} == {
+        (-2, (pos,), False),
+        (0, (), True),
+    }
+    model = ca.ReplacementModel.from_pretrained("toyworld", "toyworld-clt")
+    ours = model.intervene(PROMPT, [scale_by(Feature(layer, pos, index), -2.0)], mode=sent[0]["mode"])
+    token, prob, _ = ours.probabilities().topk(1)[0]
+    cells = page.locator("[data-role=steer-logits] tr").nth(1).locator("td").all_inner_texts()
+    assert cells[2].strip().strip('"') == token and abs(float(cells[3]) - prob) < 1e-3, (cells, token, prob)
