@@ -7,6 +7,9 @@ start_test_postgres() {
     bin="$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
     PG_DIR="$(mktemp -d /tmp/circuit-atlas-pg.XXXXXX)"
     port="${CIRCUIT_ATLAS_PG_PORT:-54329}"
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do  # taken (another cluster): the next one
+        port=$((port + 1))
+    done
     local run=()
     if [ "$(id -u)" = 0 ]; then
         chown postgres "$PG_DIR"
