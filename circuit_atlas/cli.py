@@ -203,15 +203,7 @@ def add_estimate_parser(sub) -> None:
 def _estimate_from_config(args, config) -> int:
     import json
 
-    from .attribution.estimate import (
-        GB,
-        available_bytes,
-        budget_bytes,
-        estimate_shape,
-        matmul_throughput,
-        refusal,
-        shape_from_config,
-    )
+    from .attribution.estimate import matmul_throughput, shape_from_config
 
     if args.model or args.transcoders or args.prompt is not None:
         raise ValueError("--config estimates from shapes alone: give --tokens, not --prompt/--model/--transcoders")
@@ -224,11 +216,17 @@ def _estimate_from_config(args, config) -> int:
     dtype = DTYPES[args.dtype]
     shape = shape_from_config(hf_config, args.width, args.l0, args.tokens, kind=args.kind, skip=args.skip,
                               dtype=dtype, n_logits=config.max_n_logits)  # fmt: skip
-    throughput = matmul_throughput()
-    est = estimate_shape(shape, config, throughput)
-    budget = budget_bytes(config.memory_budget_gb)
     print(f"assuming {args.l0:g} active features per layer and token (position >= 1), {args.width:,} features "
           f"per layer ({args.kind.upper()}), {config.max_n_logits} logit targets, {dtype}, this CPU's speed")  # fmt: skip
+    return _print_estimate(shape, config, matmul_throughput())
+
+
+def _print_estimate(shape, config, throughput: float) -> int:
+    """Print the estimate and the budget; exit status 1 when attribution would refuse it."""
+    from .attribution.estimate import GB, available_bytes, budget_bytes, estimate_shape, refusal
+
+    est = estimate_shape(shape, config, throughput)
+    budget = budget_bytes(config.memory_budget_gb)
     print(f"estimate: {est.describe()}")
     print(f"memory budget {budget / GB:.1f} GB; available RAM now {available_bytes() / GB:.1f} GB")
     if est.peak_bytes > budget:
@@ -240,15 +238,7 @@ def _estimate_from_config(args, config) -> int:
 
 def cmd_estimate(args) -> int:
     from .attribution.config import AttributionConfig
-    from .attribution.estimate import (
-        GB,
-        available_bytes,
-        budget_bytes,
-        estimate_shape,
-        matmul_throughput,
-        refusal,
-        shape_of_prompt,
-    )
+    from .attribution.estimate import matmul_throughput, shape_of_prompt
 
     config = config_from_args(AttributionConfig, args)
     if args.tokens is not None and args.tokens < 2:
@@ -267,17 +257,7 @@ def cmd_estimate(args) -> int:
         special = set(model.tokenizer.all_special_ids)
         ids = torch.randint(0, model.vocab_size, (args.tokens * 2,), generator=generator).tolist()
         prompt = torch.tensor([model.bos_id()] + [i for i in ids if i not in special][: args.tokens - 1])
-    shape = shape_of_prompt(model, prompt, config)
-    throughput = matmul_throughput(model.device)
-    est = estimate_shape(shape, config, throughput)
-    budget = budget_bytes(config.memory_budget_gb)
-    print(f"estimate: {est.describe()}")
-    print(f"memory budget {budget / GB:.1f} GB; available RAM now {available_bytes() / GB:.1f} GB")
-    if est.peak_bytes > budget:
-        print(f"would be refused: {refusal(shape, est, budget, config, throughput)}")
-        return 1
-    print("fits")
-    return 0
+    return _print_estimate(shape_of_prompt(model, prompt, config), config, matmul_throughput(model.device))
 
 
 # --- export --------------------------------------------------------------------------------------
