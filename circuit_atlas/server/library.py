@@ -182,6 +182,8 @@ def store_graph(session: Session, data_dir: Path, graph: Graph, *, name: str | N
             "edge_threshold": 0.98,
             "slug": graph.metadata.get("slug") or meta_src.get("slug"),
             "dialect": graph.metadata.get("dialect", "circuit-atlas"),
+            # what a person calls the set (the `transcoders` column is the scan id labels are keyed by)
+            "transcoder_name": str(graph.metadata.get("transcoders") or meta_src.get("scan") or ""),
             "import_warnings": list(graph.metadata.get("import_warnings") or []),
             "counts": {k: int((kinds == i).sum()) for i, k in enumerate(("feature", "error", "embedding", "logit"))},
             "max_cumulative_influence": float(cumulative(influence).max(initial=0.0)),
@@ -258,6 +260,7 @@ def summary(row: GraphRow) -> dict:
     return {"id": row.id, "name": row.name, "prompt": row.prompt, "model": row.model,
             "transcoders": row.transcoders, "n_nodes": row.n_nodes, "n_links": row.n_links,
             "tags": list(row.tags or []), "created": row.created, "updated": row.updated, "state": row.state,
+            "transcoder_name": (row.meta or {}).get("transcoder_name") or row.transcoders,
             "missing_reason": (row.meta or {}).get("missing_reason")}  # fmt: skip
 
 

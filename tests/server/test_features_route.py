@@ -50,3 +50,9 @@ def test_feature_search_through_the_api(server):
         assert expected, "some toy-world feature promotes ' Austin'"
         assert c.get("/api/features/toyworld-clt/search").status_code == 422  # no criterion: one clear error
         assert c.get("/api/features/nope/search", params={"label": "x"}).status_code == 404
+
+
+def test_library_names_the_transcoder_set_as_it_was_loaded(server, toy):
+    with server.client() as c:
+        row = next(g for g in c.get("/api/graphs").json() if g["id"] == toy["id"])
+    assert row["transcoder_name"] == "toyworld-clt" and row["transcoders"] != "toyworld-clt"  # the scan id stays

@@ -14,6 +14,7 @@ def test_library_lists_and_opens_a_graph(page, server, graph):
     row = page.locator(f"#lib-table tr[data-id='{graph['id']}']")
     row.wait_for()
     assert PROMPT in row.inner_text()
+    assert "toyworld-clt" in row.inner_text()  # the set as loaded, not the opaque scan id
     page.fill("#lib-q", "no graph has this prompt")
     page.wait_for_function("id => !document.querySelector(`#lib-table tr[data-id='${id}']`)", arg=graph["id"])
     page.fill("#lib-q", "")

@@ -58,7 +58,7 @@ async function refresh() {
   }
   if (mine !== listSeq) return;
   fillFilter("lib-model", list.map((g) => g.model));
-  fillFilter("lib-transcoders", list.map((g) => g.transcoders));
+  fillFilter("lib-transcoders", list.map((g) => g.transcoders), new Map(list.map((g) => [g.transcoders, g.transcoder_name])));
   const tbody = $("lib-table").querySelector("tbody");
   tbody.replaceChildren();
   for (const g of list) {
@@ -92,7 +92,7 @@ async function refresh() {
       nameTd,
       cell(g.state === "missing" ? "(file missing)" : g.prompt, "prompt"),
       cell(g.model),
-      cell(g.transcoders),
+      Object.assign(cell(g.transcoder_name || g.transcoders), { title: `transcoder set id ${g.transcoders}` }),
       cell(g.n_nodes),
       cell(g.n_links),
       cell(when(g.created)),
@@ -110,7 +110,7 @@ function when(t) {
   return Number.isNaN(d.getTime()) ? String(t) : d.toISOString().replace("T", " ").slice(0, 16);
 }
 
-function fillFilter(id, values) {
+function fillFilter(id, values, names = new Map()) {
   const sel = $(id);
   const cur = sel.value;
   const have = new Set([...sel.options].map((o) => o.value));
@@ -118,7 +118,7 @@ function fillFilter(id, values) {
     if (!have.has(v)) {
       const o = document.createElement("option");
       o.value = v;
-      o.textContent = v;
+      o.textContent = names.get(v) && names.get(v) !== v ? `${names.get(v)} (${v})` : v;
       sel.append(o);
     }
   sel.value = cur;
