@@ -1,4 +1,4 @@
-"""Command line: circuit-atlas trace | export | intervene | estimate | train-transcoders | zoo | demo.
+"""Command line: circuit-atlas trace | trace-batch | export | intervene | estimate | train-transcoders | zoo | demo.
 
 Each subcommand is one `add_<name>_parser(subparsers)` function listed in COMMANDS; a command whose
 options need heavy imports (torch) goes in LAZY_COMMANDS, so `--help` and other commands start fast.
@@ -435,6 +435,10 @@ COMMANDS = [add_trace_parser, add_export_parser, add_intervene_parser, add_estim
             add_demo_parser]  # fmt: skip
 # name -> (module:function registering it, one-line help): imported only when that command runs.
 LAZY_COMMANDS = {
+    "trace-batch": (
+        "circuit_atlas.attribution.batch:add_parser",
+        "trace one graph per prompt of a file (resumable; many GPUs under torchrun)",
+    ),
     "train-transcoders": ("circuit_atlas.training.cli:add_train_parser", "train PLT / CLT transcoders for a model"),
     "serve": ("circuit_atlas.server.cli:add_parser", "run the graph server and viewer (a library of graphs)"),
     "features": (

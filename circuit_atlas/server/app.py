@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from . import exporting, labels, library, sharing, views
+from . import batch_import, exporting, labels, library, sharing, views
 from .apidocs import add_docs
 from .config import ServerConfig
 from .db import GraphRow, ViewRow, make_engine, sessions, upgrade
@@ -154,7 +154,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/api/graphs/import-dir", status_code=201)
     def import_dir(body: dict, session: DB) -> dict:
-        """Import a circuit-tracer graph_file_dir folder that lies under DATA/imports/ (path relative to it)."""
+        """Import a graph_file_dir or trace-batch folder that lies under DATA/imports/ (path relative to it)."""
         rel = body.get("path")
         if not isinstance(rel, str):
             raise ValueError("path must be a folder name under the data folder's imports/ directory")
@@ -164,6 +164,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"graphs": import_folder(session, folder)}
 
     def import_folder(session: Session, folder: Path, reuse: bool = False) -> list[dict]:
+        if batch_import.is_batch_folder(folder):  # a `trace-batch` output folder (manifest.json)
+            return batch_import.import_batch(session, folder, _store, reuse=reuse)
         out = []
         for slug, path, entry, reason in library.read_graph_dir(folder):
             if path is None:

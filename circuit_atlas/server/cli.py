@@ -24,6 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--job-concurrency", type=int, default=ServerConfig.job_concurrency, help=help_of("job_concurrency"))
     p.add_argument("--cache-graphs", type=int, default=ServerConfig.cache_graphs, help=help_of("cache_graphs"))
     p.add_argument("--import", dest="imports", action="append", default=[], help=help_of("imports"))
+    p.add_argument(
+        "--import-only",
+        action="store_true",
+        help="import the --import paths into the library (data folder / --db), then exit without serving",
+    )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser (the default never opens one)")
     p.set_defaults(func=run)
     return p
@@ -54,6 +59,32 @@ def import_paths(app, paths: list[str]) -> list[dict]:
     return out
 
 
+def _print_imports(entries: list[dict]) -> None:
+    for entry in entries:
+        why = f": {entry['missing_reason']}" if entry.get("missing_reason") else ""
+        print(f"imported {entry['name']!r} as {entry['id']} ({entry['state']}{why})", flush=True)
+
+
+def import_only(config: ServerConfig) -> int:
+    """`serve --import PATH --import-only`: fill the library and exit (scripts, clusters without a browser)."""
+    from .app import create_app
+
+    if not config.imports:
+        raise ValueError("--import-only needs at least one --import PATH")
+    app = create_app(config)
+    try:
+        entries = import_paths(app, config.imports)
+    finally:
+        app.state.engine.dispose()
+    _print_imports(entries)
+    ok = sum(e["state"] == "ok" for e in entries)
+    where = f"{config.data_dir} and the --db database" if config.db else str(config.data_dir)
+    again = f"circuit-atlas serve --data {config.data}" + (" --db URL" if config.db else "")
+    print(f"circuit-atlas serve: {ok} of {len(entries)} entries imported as graphs into {where}; serve them with: "
+          f"{again}", flush=True)  # fmt: skip
+    return 0
+
+
 def serve(config: ServerConfig, imports: list[str] | None = None) -> int:
     import uvicorn
 
@@ -61,8 +92,7 @@ def serve(config: ServerConfig, imports: list[str] | None = None) -> int:
 
     app = create_app(config)
     app.state.jobs.preload()
-    for entry in import_paths(app, imports if imports is not None else config.imports):
-        print(f"imported {entry['name']!r} as {entry['id']} ({entry['state']})", flush=True)
+    _print_imports(import_paths(app, imports if imports is not None else config.imports))
     url = f"http://{config.host}:{config.port}/"
     print(f"circuit-atlas serve: {url}  (API docs at {url}docs; data in {config.data_dir})", flush=True)
     if config.token:
@@ -74,7 +104,9 @@ def serve(config: ServerConfig, imports: list[str] | None = None) -> int:
 def run(args) -> int:
     try:
         config = config_from_args(args)
-    except ValueError as exc:
+        if args.import_only:
+            return import_only(config)
+    except (ValueError, FileNotFoundError) as exc:
         print(f"circuit-atlas serve: error: {exc}", file=sys.stderr)
         return 2
     return serve(config)

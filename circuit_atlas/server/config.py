@@ -36,7 +36,7 @@ class ServerConfig:
     cache_graphs: int = 8
     """graphs kept loaded in memory for view queries [8]"""
     imports: list[str] = field(default_factory=list)
-    """graph files or circuit-tracer graph_file_dir folders to import at start"""
+    """graph files, circuit-tracer graph_file_dir folders or trace-batch output folders to import at start"""
 
     @property
     def data_dir(self) -> Path:
