@@ -66,6 +66,7 @@ def import_batch(session: Session, folder: Path, store, reuse: bool = False) -> 
         path, reason = _problem(folder, entry)
         if path is None:
             row = stale[0] if reuse and stale else library.missing_row(session, name, source, entry, reason)
+            row.tags = list(tags)  # findable with the batch's graphs (tag=batch:<folder>)
             session.commit()
             out.append(library.summary(row))
             continue
