@@ -159,6 +159,15 @@ def test_a_failing_prompt_is_recorded_and_the_others_go_on(tmp_path, reference, 
     assert_same_graph(graph, Graph.load(str(single)))
 
 
+def test_help_lists_the_trace_options():
+    text = " ".join(
+        build_parser(["trace-batch"])._subparsers._group_actions[0].choices["trace-batch"].format_help().split()
+    )
+    for flag in ("PROMPTS_FILE", "--out DIR", "--model", "--transcoders", "--target TEXT", "--target-id ID",
+                 "--max-feature-nodes", "--edge-budget", "--memory-budget-gb", "torchrun --nproc_per_node N"):  # fmt: skip
+        assert flag in text, flag
+
+
 def test_bad_prompts_file_is_one_clear_error_before_the_model_loads(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "The capital of"}\n{"prompt": "x", "taget": " Austin"}\n', encoding="utf-8")
