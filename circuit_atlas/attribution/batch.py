@@ -223,11 +223,15 @@ class Launch:
 
 def rank_device(requested: str | None, launch: Launch) -> str | None:
     """The device of this rank: cuda:LOCAL_RANK under torchrun when CUDA is there, else what was asked."""
-    if not launch.distributed or not torch.cuda.is_available() or requested not in (None, "cuda"):
-        if launch.distributed and requested and requested.startswith("cuda:"):
-            raise ValueError(f"--device {requested} under torchrun would put every rank on one GPU; give --device cuda "
-                             "(or leave it out): rank r takes cuda:LOCAL_RANK")  # fmt: skip
+    if not launch.distributed:
         return requested
+    if requested and requested.startswith("cuda:"):
+        raise ValueError(f"--device {requested} under torchrun would put every rank on one GPU; give --device cuda "
+                         "(or leave it out): rank r takes cuda:LOCAL_RANK")  # fmt: skip
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no GPU here; leave --device out to run the ranks on the CPU")
+    if requested not in (None, "cuda") or not torch.cuda.is_available():
+        return requested  # the CPU (gloo)
     if launch.local_world_size > torch.cuda.device_count():
         raise ValueError(f"{launch.local_world_size} ranks on this machine but {torch.cuda.device_count()} GPU(s); "
                          f"use torchrun --nproc_per_node {torch.cuda.device_count()}")  # fmt: skip
@@ -268,7 +272,8 @@ def add_parser(sub) -> None:
         "sha256 (failures with their error). Re-running skips the graphs already complete. Under "
         "`torchrun --nproc_per_node N -m circuit_atlas trace-batch ...` the prompts are split across the ranks "
         "(prompt i on rank i %% N; one rank per GPU). `circuit-atlas serve --import DIR` puts the graphs in the "
-        "graph library.",
+        "graph library. Exit status 0: every graph is there; 1: some prompts failed (listed, and in the manifest); "
+        "2: bad input.",
     )
     p.add_argument("prompts_file", metavar="PROMPTS_FILE", help='one prompt per line (.txt), or JSON lines (.jsonl) '
                    'of {"prompt": ..., "id": ..., "target": ...} ("id" names the file; "target": text or id)')  # fmt: skip
@@ -283,6 +288,16 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_arguments(p, AttributionConfig, field_docs(), "attribution settings (AttributionConfig)")
     p.set_defaults(func=cmd_trace_batch)
+
+
+def _print_summary(data: dict, out_dir: Path, seconds: float) -> None:
+    c, n = data["counts"], len(data["graphs"])
+    print(f"trace-batch: {c['ok']} of {n} graphs in {out_dir} ({c['ok'] - c['reused']} traced, {c['reused']} already "
+          f"done, {c['failed']} failed) in {seconds:.1f} s on {data['world_size']} rank(s); manifest "
+          f"{out_dir / MANIFEST}")  # fmt: skip
+    for r in data["graphs"]:
+        if r["status"] == "failed":
+            print(f"  failed: {r['id']} (line {r['line']}): {r['error']}")
 
 
 def cmd_trace_batch(args) -> int:
@@ -309,21 +324,17 @@ def cmd_trace_batch(args) -> int:
         records = run_shard(model, mine, out_dir, settings, rank=launch.rank, desc=desc,
                             progress=not args.no_progress and launch.rank == 0)  # fmt: skip
         everything = gather_records(records, launch)
-        if everything is not None:
+        failed = 0
+        if everything is not None:  # rank 0, or the only process
             data = manifest(specs, everything, settings, args.prompts_file, launch.world_size)
             _write_json(out_dir / MANIFEST, data)
-            c = data["counts"]
-            print(f"trace-batch: {c['ok']} of {len(specs)} graphs in {out_dir} ({c['ok'] - c['reused']} traced, "
-                  f"{c['reused']} already done, {c['failed']} failed) in {time.perf_counter() - t:.1f} s "
-                  f"on {launch.world_size} rank(s); manifest {out_dir / MANIFEST}")  # fmt: skip
-            for r in data["graphs"]:
-                if r["status"] == "failed":
-                    print(f"  failed: {r['id']} (line {r['line']}): {r['error']}")
+            _print_summary(data, out_dir, time.perf_counter() - t)
+            failed = data["counts"]["failed"]
         if launch.distributed:
             import torch.distributed as dist
 
             dist.barrier()  # every rank exits after the manifest exists
-        return 1 if everything is not None and data["counts"]["failed"] else 0
+        return 1 if failed else 0
     finally:
         if launch.distributed:
             import torch.distributed as dist
