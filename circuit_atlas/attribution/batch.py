@@ -125,7 +125,8 @@ def run_shard(model, specs: list[PromptSpec], out_dir: Path, settings: BatchSett
         key = fingerprint(spec, settings)
         done = completed(out_dir, spec, key)
         if done is not None:
-            records.append(done | {"reused": True})
+            # Its place may have moved (JSON lines with ids): the manifest lists it where it is now.
+            records.append(done | {"index": spec.index, "line": spec.line, "reused": True})
             continue
         path = graph_file(out_dir, spec)
         # No record and no graph of other settings outlives this attempt, whatever happens below.

@@ -158,6 +158,17 @@ def test_a_failing_prompt_is_recorded_and_the_others_go_on(tmp_path, reference, 
                      build_parser(argv).parse_args(argv)) == 0  # fmt: skip
     assert_same_graph(graph, Graph.load(str(single)))
 
+    # Moved lines keep their graphs (by id); the fixed prompt is traced; the failed one leaves nothing behind.
+    lines = [{"prompt": PROMPTS[2], "id": "small"}, lines[0]]
+    prompts.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    assert main(["trace-batch", str(prompts), "--out", str(out), *MODEL, "--no-progress"]) == 0
+    data = manifest(out)
+    assert [(g["id"], g["index"], g["line"], g["reused"]) for g in data["graphs"]] == [
+        ("small", 0, 1, False),
+        ("dallas", 1, 2, True),
+    ]
+    assert_same_graph(Graph.load(str(out / "small.safetensors")), reference[2])
+
 
 def test_help_lists_the_trace_options():
     text = " ".join(
