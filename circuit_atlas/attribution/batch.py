@@ -272,7 +272,7 @@ def add_parser(sub) -> None:
         "`trace` writes for that prompt alone, with DIR/manifest.json listing prompt, file, status, seconds and "
         "sha256 (failures with their error). Re-running skips the graphs already complete. Under "
         "`torchrun --nproc_per_node N -m circuit_atlas trace-batch ...` the prompts are split across the ranks "
-        "(prompt i on rank i %% N; one rank per GPU). `circuit-atlas serve --import DIR` puts the graphs in the "
+        "(prompt i on rank i % N; one rank per GPU). `circuit-atlas serve --import DIR` puts the graphs in the "
         "graph library. Exit status 0: every graph is there; 1: some prompts failed (listed, and in the manifest); "
         "2: bad input.",
     )

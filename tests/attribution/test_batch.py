@@ -174,8 +174,10 @@ def test_help_lists_the_trace_options():
     text = " ".join(
         build_parser(["trace-batch"])._subparsers._group_actions[0].choices["trace-batch"].format_help().split()
     )
-    for flag in ("PROMPTS_FILE", "--out DIR", "--model", "--transcoders", "--target TEXT", "--target-id ID",
-                 "--max-feature-nodes", "--edge-budget", "--memory-budget-gb", "torchrun --nproc_per_node N"):  # fmt: skip
+    wanted = ["PROMPTS_FILE", "--out DIR", "--model", "--transcoders", "--target TEXT", "--target-id ID",
+              "--max-feature-nodes", "--edge-budget", "--memory-budget-gb", "torchrun --nproc_per_node N",
+              "prompt i on rank i % N;"]  # fmt: skip
+    for flag in wanted:
         assert flag in text, flag
 
 
