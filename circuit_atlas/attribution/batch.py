@@ -206,12 +206,14 @@ class Launch:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    torchrun: bool = False
+    """started by torchrun (LOCAL_RANK set), even with one rank: then it takes cuda:0 when there is a GPU"""
 
     @classmethod
     def from_env(cls) -> Launch:
         env = os.environ
         return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
-                   int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", 1))))  # fmt: skip
+                   int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", 1))), "LOCAL_RANK" in env)  # fmt: skip
 
     @property
     def distributed(self) -> bool:
@@ -224,9 +226,9 @@ class Launch:
 
 def rank_device(requested: str | None, launch: Launch) -> str | None:
     """The device of this rank: cuda:LOCAL_RANK under torchrun when CUDA is there, else what was asked."""
-    if not launch.distributed:
+    if not launch.torchrun:
         return requested
-    if requested and requested.startswith("cuda:"):
+    if launch.distributed and requested and requested.startswith("cuda:"):
         raise ValueError(f"--device {requested} under torchrun would put every rank on one GPU; give --device cuda "
                          "(or leave it out): rank r takes cuda:LOCAL_RANK")  # fmt: skip
     if requested == "cuda" and not torch.cuda.is_available():

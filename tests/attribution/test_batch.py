@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuit_atlas.attribution.batch import MANIFEST, file_sha256
+from circuit_atlas.attribution.batch import MANIFEST, Launch, file_sha256, rank_device
+from circuit_atlas.attribution.prompts import PromptSpec
 from circuit_atlas.cli import build_parser, main, run_trace
 from circuit_atlas.graph import Graph
 
@@ -209,3 +210,18 @@ def test_torchrun_two_ranks_shard_the_prompts_and_equal_single_traces(tmp_path, 
     for entry, want in zip(data["graphs"], reference):
         assert entry["sha256"] == file_sha256(out / entry["file"])
         assert_same_graph(Graph.load(str(out / entry["file"])), want)
+
+
+def test_rank_devices():
+    alone, two = Launch(), Launch(rank=1, world_size=2, local_rank=1, local_world_size=2, torchrun=True)
+    assert rank_device(None, alone) is None and rank_device("cuda:3", alone) == "cuda:3"
+    assert rank_device("cpu", two) == "cpu"
+    with pytest.raises(ValueError, match="would put every rank on one GPU; give --device cuda"):
+        rank_device("cuda:1", two)
+    if not torch.cuda.is_available():
+        assert rank_device(None, two) is None  # the CPU, gloo
+        with pytest.raises(ValueError, match="torch sees no GPU here"):
+            rank_device("cuda", two)
+    elif torch.cuda.device_count() >= 2:
+        assert rank_device(None, two) == "cuda:1"
+    assert [s.index for s in two.shard([PromptSpec(i, "p", str(i)) for i in range(5)])] == [1, 3]
