@@ -14,6 +14,7 @@ Resuming: a prompt is skipped when its record says "ok", was made from the same 
 model, transcoders, dtype and attribution settings (its `fingerprint`), and the graph file's sha256
 is the recorded one. Anything else (no record, a failed one, other settings, a half-written or
 changed file) is traced again. A prompt that fails is recorded with its error and the others go on.
+Each rank holds DIR/.trace-batch/rank-R.lock while it runs, so two runs into one folder cannot interleave.
 
 Under `torchrun --nproc_per_node N -m circuit_atlas trace-batch ...` every rank takes the prompts
 with index % N == rank (cuda:LOCAL_RANK and NCCL when CUDA is there, else the CPU and gloo), writes
@@ -23,6 +24,7 @@ folder all ranks see (one machine, or a shared filesystem).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -100,6 +102,28 @@ def completed(out_dir: Path, spec: PromptSpec, key: str) -> dict | None:
     if record.get("status") != "ok" or record.get("fingerprint") != key or not path.is_file():
         return None
     return record if file_sha256(path) == record.get("sha256") else None
+
+
+@contextlib.contextmanager
+def rank_lock(out_dir: Path, rank: int):
+    """Hold DIR/.trace-batch/rank-R.lock: a second run writing into the same folder stops with an error
+    instead of deleting and rewriting the graphs this one is writing (released when the process ends)."""
+    (out_dir / RECORDS).mkdir(parents=True, exist_ok=True)
+    with open(out_dir / RECORDS / f"rank-{rank}.lock", "a+") as f:
+        try:
+            import fcntl
+        except ImportError:  # no POSIX locks (Windows): run unguarded
+            yield
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another trace-batch is writing into {out_dir} (rank {rank}); wait for it to end, "
+                             "or give another --out") from None  # fmt: skip
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def trace_one(model, spec: PromptSpec, settings: BatchSettings):
@@ -304,7 +328,7 @@ def _print_summary(data: dict, out_dir: Path, seconds: float) -> None:
 
 
 def cmd_trace_batch(args) -> int:
-    from ..cli import DTYPES, _load_model, _status, config_from_args, parse_targets
+    from ..cli import DTYPES, config_from_args, parse_targets
 
     config = config_from_args(AttributionConfig, args)  # bad settings and a bad file fail before the model loads
     specs = read_prompts(args.prompts_file)
@@ -318,28 +342,36 @@ def cmd_trace_batch(args) -> int:
     if launch.distributed:
         init_ranks(launch, args.device)
     try:
-        mine = launch.shard(specs)
-        model = _load_model(args)
-        t = time.perf_counter()
-        where = f"rank {launch.rank} of {launch.world_size}, " if launch.distributed else ""
-        _status(f"trace-batch: {where}{len(mine)} of {len(specs)} prompts into {out_dir}")
-        desc = f"trace-batch rank {launch.rank}" if launch.distributed else "trace-batch"
-        records = run_shard(model, mine, out_dir, settings, rank=launch.rank, desc=desc,
-                            progress=not args.no_progress and launch.rank == 0)  # fmt: skip
-        everything = gather_records(records, launch)
-        failed = 0
-        if everything is not None:  # rank 0, or the only process
-            data = manifest(specs, everything, settings, args.prompts_file, launch.world_size)
-            _write_json(out_dir / MANIFEST, data)
-            _print_summary(data, out_dir, time.perf_counter() - t)
-            failed = data["counts"]["failed"]
-        if launch.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()  # every rank exits after the manifest exists
-        return 1 if failed else 0
+        with rank_lock(out_dir, launch.rank):
+            return _run(args, specs, settings, launch, out_dir)
     finally:
         if launch.distributed:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _run(args, specs: list[PromptSpec], settings: BatchSettings, launch: Launch, out_dir: Path) -> int:
+    """This rank's shard, then (rank 0) the manifest; the exit status."""
+    from ..cli import _load_model, _status
+
+    mine = launch.shard(specs)
+    model = _load_model(args)
+    t = time.perf_counter()
+    where = f"rank {launch.rank} of {launch.world_size}, " if launch.distributed else ""
+    _status(f"trace-batch: {where}{len(mine)} of {len(specs)} prompts into {out_dir}")
+    desc = f"trace-batch rank {launch.rank}" if launch.distributed else "trace-batch"
+    records = run_shard(model, mine, out_dir, settings, rank=launch.rank, desc=desc,
+                        progress=not args.no_progress and launch.rank == 0)  # fmt: skip
+    everything = gather_records(records, launch)
+    failed = 0
+    if everything is not None:  # rank 0, or the only process
+        data = manifest(specs, everything, settings, args.prompts_file, launch.world_size)
+        _write_json(out_dir / MANIFEST, data)
+        _print_summary(data, out_dir, time.perf_counter() - t)
+        failed = data["counts"]["failed"]
+    if launch.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank exits after the manifest exists
+    return 1 if failed else 0

@@ -225,3 +225,17 @@ def test_rank_devices():
     elif torch.cuda.device_count() >= 2:
         assert rank_device(None, two) == "cuda:1"
     assert [s.index for s in two.shard([PromptSpec(i, "p", str(i)) for i in range(5)])] == [1, 3]
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, prompts_file, capsys):
+    import fcntl
+
+    out = tmp_path / "out"
+    (out / ".trace-batch").mkdir(parents=True)
+    with open(out / ".trace-batch" / "rank-0.lock", "a+") as held:  # as a running trace-batch holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        argv = ["trace-batch", str(prompts_file), "--out", str(out), "--model", str(tmp_path / "never-loaded"),
+                "--transcoders", str(tmp_path / "never-loaded")]  # fmt: skip
+        assert main(argv) == 2
+    assert f"another trace-batch is writing into {out} (rank 0)" in capsys.readouterr().err
+    assert not list(out.glob("*.safetensors"))
