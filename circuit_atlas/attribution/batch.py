@@ -44,6 +44,8 @@ from .prompts import PromptSpec, read_prompts
 MANIFEST_FORMAT = {"format": "circuit-atlas-trace-batch", "version": 1}
 MANIFEST = "manifest.json"
 RECORDS = ".trace-batch"
+# The per-prompt records' layout; it is part of every fingerprint, so records of another layout are never trusted.
+RECORD_VERSION = 1
 # The gather at the end waits for the slowest rank; shards of long prompts can differ by hours.
 GATHER_TIMEOUT = timedelta(hours=24)
 
@@ -61,11 +63,12 @@ class BatchSettings:
 
 
 def fingerprint(spec: PromptSpec, settings: BatchSettings) -> str:
-    """sha256 of everything the graph of `spec` depends on (edge_dir only says where edges spill, so not it)."""
-    config = {k: v for k, v in dataclasses.asdict(settings.config).items() if k != "edge_dir"}
+    """sha256 of everything the graph of `spec` depends on (not edge_dir, where edges spill, nor the memory budget)."""
+    config = dataclasses.asdict(settings.config)
+    del config["edge_dir"], config["memory_budget_gb"]
     targets = spec.targets if spec.targets is not None else settings.targets
-    key = {"prompt": spec.prompt, "targets": list(targets) if targets else None, "model": settings.model,
-           "transcoders": settings.transcoders, "dtype": settings.dtype, "config": config}  # fmt: skip
+    key = {"record_version": RECORD_VERSION, "prompt": spec.prompt, "targets": list(targets) if targets else None,
+           "model": settings.model, "transcoders": settings.transcoders, "dtype": settings.dtype, "config": config}  # fmt: skip
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
 
 

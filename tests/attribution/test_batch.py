@@ -133,6 +133,12 @@ def test_resume_redoes_only_what_is_missing_or_broken(batch, prompts_file, refer
     assert Graph.load(str(out / "00002.safetensors")).prompt == "The opposite of big is"
     assert data["graphs"][2]["sha256"] == file_sha256(out / "00002.safetensors")
 
+    # Another memory budget changes no graph; another attribution setting changes them all.
+    run = ["trace-batch", str(changed), "--out", str(out), *MODEL, "--no-progress"]
+    assert main([*run, "--memory-budget-gb", "6"]) == 0 and manifest(out)["counts"]["reused"] == 3
+    assert main([*run, "--max-n-logits", "2"]) == 0 and manifest(out)["counts"]["reused"] == 0
+    assert manifest(out)["settings"]["max_n_logits"] == 2
+
 
 def test_a_failing_prompt_is_recorded_and_the_others_go_on(tmp_path, reference, capsys):
     prompts = tmp_path / "prompts.jsonl"
