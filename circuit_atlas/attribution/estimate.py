@@ -61,6 +61,7 @@ SECONDS_PER_EDGE = 5e-7  # sparsify (per computed entry) + assemble, save, prune
 COTANGENT_COPIES = 6  # (B, T, d) cotangent-sized tensors alive at once in a backward batch
 FEATURE_BYTES = 24  # per active feature: its (layer, position, index) int64 (plus its activation, 8 per decoder row)
 AVAILABLE_FRACTION = 0.8
+EDGE_BUDGETS = (1e-6, 1e-5, 1e-4, 1e-3)  # what a refusal may suggest, most exact first
 
 
 class AttributionTooLarge(MemoryError):
@@ -454,10 +455,18 @@ def refusal(shape: Shape, est: Estimate, budget: float, config: AttributionConfi
     """The error text when `est` exceeds `budget`: what, why, and the fixes with numbers."""
     k = suggest_max_feature_nodes(shape, config, budget, throughput)
     rows = f"compute rows for fewer features with --max-feature-nodes {k} (max_feature_nodes={k}), or " if k else ""
+    thin = ""
+    if config.edge_budget is None:  # the most exact budget that fits, if one does
+        for f in EDGE_BUDGETS:
+            if estimate_shape(shape, dataclasses.replace(config, edge_budget=f), throughput).peak_bytes <= budget:
+                thin = (
+                    f"thin each row with --edge-budget {f:g} (edge_budget={f:g}: at most {int(1 / f):,} edges a row); "
+                )
+                break
     disk = "" if config.edge_dir else "keep the edges on disk with --edge-dir DIR (edge_dir=DIR); "
     return (
         f"this attribution would need about {_gb(est.peak_bytes)} of memory, more than its budget of "
-        f"{_gb(budget)} ({est.describe()}). To fit, {rows}shorten the prompt; {disk}or raise the budget with "
+        f"{_gb(budget)} ({est.describe()}). To fit, {rows}shorten the prompt; {thin}{disk}or raise the budget with "
         "--memory-budget-gb GB (memory_budget(gb) in Python, or CIRCUIT_ATLAS_MEMORY_BUDGET_GB) if the machine "
         "really has the memory"
     )
