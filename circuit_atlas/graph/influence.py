@@ -81,7 +81,12 @@ def propagate(
 
 
 def _propagate_by_layer(
-    norm: CSR, rows: torch.Tensor, n_nodes: int, weights: torch.Tensor, node_layer: torch.Tensor
+    norm: CSR,
+    rows: torch.Tensor,
+    n_nodes: int,
+    weights: torch.Tensor,
+    node_layer: torch.Tensor,
+    row_scale: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """One pass over the edges, rows taken from the top layer down; None if the layers do not order the DAG.
 
@@ -95,6 +100,7 @@ def _propagate_by_layer(
     which is Σ_k wᵀ Âᵏ with every edge read once instead of once per path length. If some edge broke
     the order (it would reach a row already sent, or carry a non-finite value), the result is
     discarded (None) and the caller falls back to the path-length sum, which is right for any DAG.
+    row_scale: (R,) when `norm` holds |A| rather than Â: Â[t] = row_scale[t] · |A[t]| (no normalized copy).
     """
     n_rows, n_src = norm.shape
     layer = node_layer.to(torch.long).cpu()[rows]  # (R,)
@@ -112,7 +118,7 @@ def _propagate_by_layer(
         sent[group] = mass
         if bool(mass.any()):
             v = torch.zeros(n_rows, dtype=torch.float32)
-            v[group] = mass
+            v[group] = mass if row_scale is None else mass * row_scale[group]
             influence[:n_src] += norm.rmatvec(v)
     # the order held iff no row received mass after it sent (and nothing is NaN / inf)
     if not bool(torch.isfinite(influence).all()) or not torch.equal(w[rows] + influence[rows], sent):
@@ -204,21 +210,24 @@ def graph_scores(graph: Graph) -> dict[str, float]:
     from .graph import EMBEDDING, ERROR
 
     w = logit_weights(graph)
-    norm = graph.csr.abs_normalized()  # (R, S) sparse
-    influence = propagate(norm, graph.row_nodes, graph.n_nodes, w, node_layer=graph.layer)
+    csr = graph.csr
+    rows = graph.row_nodes.to(torch.long)
+    # |A| and each row's mass; Â = |A| / max(mass, eps) is never materialised (one pass fewer)
+    absolute = CSR(csr.indptr, csr.sources, csr.values.abs(), csr.n_cols)  # (R, S)
+    mass = absolute.row_sum(absolute.values)  # (R,)
+    inverse = 1.0 / mass.clamp_min(_EPS)
+    error_share = absolute.matvec(graph.kind[: csr.n_cols] == ERROR) * inverse  # (R,) Σ of Â over error sources
+    influence = _propagate_by_layer(absolute, rows, graph.n_nodes, w, graph.layer, row_scale=inverse)
+    if influence is None:  # the layers do not order these edges: the path-length sum on Â
+        influence = propagate(absolute.scale_rows_(inverse), rows, graph.n_nodes, w)
 
     emb = float(influence[graph.kind == EMBEDDING].sum())
     err = float(influence[graph.kind == ERROR].sum())
     replacement = emb / (emb + err) if emb + err > 0 else float("nan")
 
-    rows = graph.row_nodes.to(torch.long)
-    is_error = graph.kind == ERROR  # (N,)
-    error_share = torch.zeros(norm.n_rows)  # (R,) Σ of Â over each row's edges from error nodes
-    for start, end, r in norm.blocks():
-        error_share.index_add_(0, r, norm.values[start:end] * is_error[norm.sources[start:end]])
-    has_input = norm.row_sum(norm.values) > 0  # (R,) rows with any input
-    mass = (influence[rows] + w[rows])[has_input]
-    explained = ((1.0 - error_share[has_input]) * mass).sum()
-    total = float(mass.sum())
+    has_input = mass > 0  # (R,) rows with any input
+    weight = (influence[rows] + w[rows])[has_input]
+    explained = ((1.0 - error_share[has_input]) * weight).sum()
+    total = float(weight.sum())
     completeness = float(explained) / total if total > 0 else float("nan")
     return {"replacement": replacement, "completeness": completeness}
