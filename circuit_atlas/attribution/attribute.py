@@ -40,6 +40,7 @@ from ..replacement_model import ReplacementModel
 from .backward import attribute_rows
 from .context import ZERO_POSITIONS, AttributionContext, build_context
 from .estimate import check_attribution_budget
+from .heap import release_freed_memory
 from .targets import Target, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ def compute_logit_rows(ctx: AttributionContext, targets: list[Target], batch_siz
         positions = torch.full((len(v),), T - 1, dtype=torch.long, device=ctx.device)
         cols, rows = attribute_rows(ctx, layers, positions, v)
         store.add(torch.arange(first_slot + start, first_slot + start + len(v)), cols, rows)
+        del cols, rows
+        release_freed_memory()
 
 
 def compute_feature_rows(ctx: AttributionContext, order: torch.Tensor, batch_size: int, store: EdgeStore,
@@ -175,6 +178,8 @@ def compute_feature_rows(ctx: AttributionContext, order: torch.Tensor, batch_siz
         idx = order[start : start + batch_size].to(ctx.device)
         cols, rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_rows(idx))
         store.add(slots[start : start + batch_size], cols, rows)
+        del cols, rows
+        release_freed_memory()  # the batch's temporaries leave holes in the heap (heap.py)
         bar.update(len(idx))
 
 
