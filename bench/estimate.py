@@ -7,7 +7,7 @@ VmHWM, reset through /proc/self/clear_refs before attributing, above the residen
 own memory is not counted) and time. The raw figures of each run go to stderr as JSON (for refitting
 the constants of estimate.py).
 
-    python bench/estimate.py [--tokens 48 96 160] [--max-feature-nodes 0 1000] [--l0 40]
+    python bench/estimate.py [--tokens 48 96 160] [--max-feature-nodes 0 1000] [--edge-budget 0 1e-3] [--l0 40]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def status(key):
 model = ReplacementModel.from_pretrained({model!r}, {tc!r})
 ids = torch.randint(5, model.vocab_size, ({T} - 1,), generator=torch.Generator().manual_seed(1)).tolist()
 ids = model.tokenize(ids)
-cfg = AttributionConfig(max_feature_nodes={K})
+cfg = AttributionConfig(max_feature_nodes={K}, edge_budget={EB})
 est = E.estimate_attribution(model, ids, cfg)
 attribute(model, ids[:4], progress=False)  # warm-up
 with open('/proc/self/clear_refs', 'w') as f:
@@ -44,14 +44,14 @@ with open('/proc/self/clear_refs', 'w') as f:
 start = status('VmRSS')
 t = time.perf_counter()
 with E.memory_budget(1000):
-    g = attribute(model, ids, max_feature_nodes={K}, progress=False)
+    g = attribute(model, ids, max_feature_nodes={K}, edge_budget={EB}, progress=False)
 t_attr = time.perf_counter() - t
 g.save({out!r}); g.prune(); g.scores()
 seconds = time.perf_counter() - t
 peak = status('VmHWM') - start
 nnz = g.n_edges
 flop_s = (est.seconds - E.SECONDS_PER_EDGE * est.n_edges) * E.ROW_EFFICIENCY * E.matmul_throughput()
-print(json.dumps(dict(T={T}, K={K}, A=est.active_features, est_gb=est.peak_bytes / 1e9, est_s=est.seconds,
+print(json.dumps(dict(T={T}, K={K}, EB={EB}, A=est.active_features, est_gb=est.peak_bytes / 1e9, est_s=est.seconds,
                       peak_gb=peak / 1e9, seconds=seconds, attribution_s=t_attr, nnz=nnz, est_nnz=est.n_edges,
                       exact=est.edges_exact, edges_gb=est.edges_bytes / 1e9, dense_gb=est.dense_bytes / 1e9,
                       flops=flop_s, throughput=E.matmul_throughput(),
@@ -91,16 +91,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[48, 96, 160])
     parser.add_argument("--max-feature-nodes", type=int, nargs="+", default=[0, 1000], help="0 = all")
     parser.add_argument("--l0", type=float, default=40)
+    parser.add_argument("--edge-budget", type=float, nargs="+", default=[0], help="0 = exact (no budget)")
     args = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, tc_dir = build(tmp, args.l0)
-        print("| tokens | max feature nodes | active | est. edges | edges | sparse GB | dense GB | est. peak GB "
+        print("| tokens | max feature nodes | edge budget | active | est. edges | edges | sparse GB | dense GB | est. peak GB "
               "| peak GB | peak est/meas | est. s | s | time est/meas |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for T in args.tokens:
-            for K in args.max_feature_nodes:
-                code = CHILD.format(root=root, model=model_dir, tc=tc_dir, T=T, K=K or None,
+            for K, EB in [(K, EB) for K in args.max_feature_nodes for EB in args.edge_budget]:
+                code = CHILD.format(root=root, model=model_dir, tc=tc_dir, T=T, K=K or None, EB=EB or None,
                                     out=os.path.join(tmp, "g.safetensors"))  # fmt: skip
                 r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
                 if r.returncode:
@@ -108,7 +109,7 @@ def main() -> None:
                     continue
                 m = json.loads(r.stdout.strip().splitlines()[-1])
                 bound = "" if m["exact"] else "≤ "
-                print(f"| {T} | {K or 'all'} | {m['A']:,} | {bound}{m['est_nnz']:,} | {m['nnz']:,} | "
+                print(f"| {T} | {K or 'all'} | {EB or 'exact'} | {m['A']:,} | {bound}{m['est_nnz']:,} | {m['nnz']:,} | "
                       f"{m['edges_gb']:.3f} | {m['dense_gb']:.3f} | {m['est_gb']:.3f} | {m['peak_gb']:.3f} | "
                       f"{m['est_gb'] / m['peak_gb']:.2f} | {m['est_s']:.1f} | {m['seconds']:.1f} | "
                       f"{m['est_s'] / m['seconds']:.2f} |", flush=True)  # fmt: skip

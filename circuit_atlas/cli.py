@@ -196,6 +196,8 @@ def add_estimate_parser(sub) -> None:
     shapes.add_argument("--l0", type=float, help="active features per layer and token (e.g. GemmaScope's L0)")
     shapes.add_argument("--kind", choices=["plt", "clt"], default="plt", help="transcoder kind [plt]")
     shapes.add_argument("--skip", action="store_true", help="the transcoders have a skip connection (d x d)")
+    p.add_argument("--kept-fraction", type=float, help="with --edge-budget: assume each row keeps this share of "
+                   "its cone [the guaranteed bound: at most 1/edge_budget edges a row]")  # fmt: skip
     add_config_arguments(p, AttributionConfig, field_docs(), "attribution settings (AttributionConfig)")
     p.set_defaults(func=cmd_estimate)
 
@@ -218,14 +220,14 @@ def _estimate_from_config(args, config) -> int:
                               dtype=dtype, n_logits=config.max_n_logits)  # fmt: skip
     print(f"assuming {args.l0:g} active features per layer and token (position >= 1), {args.width:,} features "
           f"per layer ({args.kind.upper()}), {config.max_n_logits} logit targets, {dtype}, this CPU's speed")  # fmt: skip
-    return _print_estimate(shape, config, matmul_throughput())
+    return _print_estimate(shape, config, matmul_throughput(), args.kept_fraction)
 
 
-def _print_estimate(shape, config, throughput: float) -> int:
+def _print_estimate(shape, config, throughput: float, kept_fraction: float | None = None) -> int:
     """Print the estimate and the budget; exit status 1 when attribution would refuse it."""
     from .attribution.estimate import GB, available_bytes, budget_bytes, estimate_shape, refusal
 
-    est = estimate_shape(shape, config, throughput)
+    est = estimate_shape(shape, config, throughput, kept_fraction=kept_fraction)
     budget = budget_bytes(config.memory_budget_gb)
     print(f"estimate: {est.describe()}")
     print(f"memory budget {budget / GB:.1f} GB; available RAM now {available_bytes() / GB:.1f} GB")
@@ -257,7 +259,8 @@ def cmd_estimate(args) -> int:
         special = set(model.tokenizer.all_special_ids)
         ids = torch.randint(0, model.vocab_size, (args.tokens * 2,), generator=generator).tolist()
         prompt = torch.tensor([model.bos_id()] + [i for i in ids if i not in special][: args.tokens - 1])
-    return _print_estimate(shape_of_prompt(model, prompt, config), config, matmul_throughput(model.device))
+    shape = shape_of_prompt(model, prompt, config)
+    return _print_estimate(shape, config, matmul_throughput(model.device), args.kept_fraction)
 
 
 # --- export --------------------------------------------------------------------------------------

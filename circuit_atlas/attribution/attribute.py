@@ -1,24 +1,33 @@
 """Attribution graphs: the direct linear effect of every node on every other.
 
-Algorithm (phases below):
-  0. Clean forward; freeze attention patterns and norm scales; find active features,
-     error vectors and decoder rows (context.py).
-  1. Choose the logit targets and compute their rows.
-  2. Compute feature rows: all of them, or - under `max_feature_nodes` - the most
-     influential ones, re-ranking by influence on the rows computed so far.
-  3. Package a Graph. Features without a row stay in the graph as source-only nodes with
-     all their outgoing effects, so a partial graph loses nothing: its rows equal the full
-     graph's rows.
+`attribute()` is a short driver over named phases, each a function below:
 
-Memory: every batch of rows is dense only over its causal cone (backward.py) and goes straight
-into an EdgeStore (graph/edge_store.py) as sparse rows; the graph's edges are CSR. No
-(rows x sources) or (N x N) matrix is allocated.
+    clean_run           forward the prompt; freeze attention patterns and norm scales
+    logit_targets       what the graph explains: the logit directions at the last position
+    build_context       active features, errors, the position index of decoder writers (context.py)
+    compute_logit_rows  the targets' rows
+    compute_feature_rows_by_influence
+                        feature rows: all of them, or - under `max_feature_nodes` - the most
+                        influential ones, re-ranked by influence on the rows computed so far
+    assemble_graph      package a Graph. Features without a row stay in the graph as source-only
+                        nodes with all their outgoing effects, so a partial graph loses nothing:
+                        its rows equal the full graph's rows.
+
+Memory: the context holds no per-feature vectors (context.py); every batch of rows is dense only
+over its causal cone (backward.py) and goes straight into an EdgeStore (graph/edge_store.py) as
+sparse rows, thinned by `edge_budget` as it arrives; the graph's edges are CSR. No (rows x sources)
+or (N x N) matrix is allocated.
+
+Devices: the clean run, the context and every batch live on the model's device; the edge store, the
+influence ranking and the graph live on the CPU. Index tensors cross over explicitly (`.to(ctx.device)`
+going in, `.cpu()` coming out).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
@@ -26,10 +35,12 @@ from tqdm.auto import tqdm
 from ..graph import Graph
 from ..graph.edge_store import EdgeStore, check_edge_budget
 from ..graph.graph import EMBEDDING, ERROR, FEATURE, LOGIT
+from ..models.frozen import FrozenModel
 from ..replacement_model import ReplacementModel
 from .backward import attribute_rows
 from .context import ZERO_POSITIONS, AttributionContext, build_context
 from .estimate import check_attribution_budget
+from .heap import release_freed_memory
 from .targets import Target, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -37,39 +48,11 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
+@contextmanager
 def _timed(name: str):
-    class _T:
-        def __enter__(self):
-            self.t = time.perf_counter()
-
-        def __exit__(self, *exc):
-            log.info("%s: %.3f s", name, time.perf_counter() - self.t)
-
-    return _T()
-
-
-def _feature_rows(ctx: AttributionContext, order: torch.Tensor, batch_size: int, store: EdgeStore, slots, bar) -> None:
-    """Write the row of feature order[i] to slot slots[i] of `store`, in batches of similar (layer, position)."""
-    f = ctx.features[order.to(ctx.features.device)].cpu()
-    sort = torch.argsort(f[:, 0] * ctx.T + f[:, 1], stable=True)  # homogeneous batches are cheaper
-    order, slots = order[sort], slots[sort]
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size].to(ctx.features.device)
-        cols, rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_vectors[idx])
-        store.add(slots[start : start + batch_size], cols, rows)
-        bar.update(len(idx))
-
-
-def _logit_rows(ctx: AttributionContext, targets: list[Target], batch_size: int, store: EdgeStore, first_slot: int):
-    """Write the rows of the logit targets to slots first_slot, first_slot + 1, ... of `store`."""
-    L, T = ctx.n_layers, ctx.T
-    vectors = torch.stack([t.vector for t in targets]).to(ctx.clean.embeddings.dtype)
-    for start in range(0, len(targets), batch_size):
-        v = vectors[start : start + batch_size]
-        layers = torch.full((len(v),), L, dtype=torch.long, device=v.device)
-        positions = torch.full((len(v),), T - 1, dtype=torch.long, device=v.device)
-        cols, rows = attribute_rows(ctx, layers, positions, v)
-        store.add(torch.arange(first_slot + start, first_slot + start + len(v)), cols, rows)
+    start = time.perf_counter()
+    yield
+    log.info("%s: %.3f s", name, time.perf_counter() - start)
 
 
 def attribute(
@@ -93,9 +76,9 @@ def attribute(
     or `(label, vector)` tuples. max_feature_nodes: compute rows for at most this many
     features, chosen by influence; the others stay as source-only nodes.
     edge_budget: None (exact, the default: every non-zero edge is kept) or a fraction f in (0, 1):
-    edges with |a| < f · Σ|row| are dropped as rows are computed; graph.metadata["edge_budget"]
-    records the dropped mass. edge_dir: keep the edges in memory-mapped files in this folder
-    instead of in memory (for graphs larger than RAM; nothing is left there afterwards).
+    edges with |a| < f · Σ|row| are dropped as rows are computed (so a row keeps at most 1/f edges);
+    graph.metadata["edge_budget"] records the dropped mass. edge_dir: keep the edges in memory-mapped
+    files in this folder instead of in memory (for graphs larger than RAM; nothing is left there afterwards).
     """
     check_attribution_budget(model, prompt, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob, max_feature_nodes=max_feature_nodes, batch_size=batch_size, update_interval=update_interval, edge_budget=edge_budget, edge_dir=edge_dir)  # fmt: skip
     if batch_size < 1:
@@ -105,67 +88,32 @@ def attribute(
     edge_budget = check_edge_budget(edge_budget)
     t_start = time.perf_counter()
 
-    # Phase 0: clean run, freeze, active features, errors, decoder rows.
-    with _timed("phase 0: forward and context"):
-        input_ids = model.tokenize(prompt)
-        ctx = build_context(model.freeze(input_ids))
-    T, A = ctx.T, ctx.n_features
-    n_sources = ctx.n_sources
-
-    # Phase 1: logit targets and their rows (slots n_rows .. n_rows + K - 1, after the features).
+    input_ids = model.tokenize(prompt)
+    with _timed("clean run"):
+        frozen = clean_run(model, input_ids)
+    with _timed("targets"):
+        tlist = logit_targets(model, frozen, targets, max_n_logits, desired_logit_prob)
+    with _timed("context"):
+        ctx = build_context(frozen)
+    A = ctx.n_features
     n_rows = A if max_feature_nodes is None else min(max_feature_nodes, A)
-    store = EdgeStore(n_sources, edge_budget=edge_budget, directory=edge_dir)
-    with _timed("phase 1: logit rows"):
-        logits = ctx.clean.logits[T - 1]
-        tlist = resolve_targets(
-            model, ctx.clean.logits_pre_softcap[T - 1], logits, targets, max_n_logits, desired_logit_prob
-        )
-        _logit_rows(ctx, tlist, batch_size, store, n_rows)
-    K = len(tlist)
-
-    # Phase 2: feature rows, all or the most influential under a budget. Feature i's row goes
-    # to slot i (all features) or to slot (rank of its selection) (under a budget).
-    n_nodes = n_sources + K
-    logit_nodes = torch.arange(n_sources, n_nodes)
-    weights = torch.zeros(n_nodes)
-    weights[logit_nodes] = torch.tensor([t.probability for t in tlist])
-    bar = tqdm(total=n_rows, desc="feature rows", unit="row", disable=not progress)
-    with _timed("phase 2: feature rows"):
-        if n_rows == A:
-            _feature_rows(ctx, torch.arange(A), batch_size, store, torch.arange(A), bar)
-            row_features = torch.arange(A)
-            slot_order = torch.arange(n_rows + K)
-        else:
-            from ..graph.influence import node_influence
-
-            row_features = torch.empty(0, dtype=torch.long)
-            visited = torch.zeros(A, dtype=torch.bool)
-            while len(row_features) < n_rows:
-                # Rank unvisited features by their influence on the logits through the rows so far.
-                done = len(row_features)
-                node_of_row = torch.cat([row_features, logit_nodes])  # node of slots 0..done-1, then logits
-                slots = torch.cat([torch.arange(done), torch.arange(n_rows, n_rows + K)])
-                csr = store.to_csr(slots, in_memory=True)
-                influence = node_influence(csr, node_of_row, n_nodes, weights)[:A]
-                del csr
-                influence[visited] = -1
-                take = min(update_interval * batch_size, n_rows - done)
-                chosen = torch.argsort(influence, descending=True, stable=True)[:take]
-                visited[chosen] = True
-                _feature_rows(ctx, chosen, batch_size, store, torch.arange(done, done + take), bar)
-                row_features = torch.cat([row_features, chosen])
-            order = torch.argsort(row_features)  # rows in node order
-            row_features = row_features[order]
-            slot_order = torch.cat([order, torch.arange(n_rows, n_rows + K)])
+    # Slots of the store: feature rows 0 .. n_rows - 1 (in the order they are computed), then the K logits.
+    store = EdgeStore(ctx.n_sources, edge_budget=edge_budget, directory=edge_dir)
+    try:
+        with _timed("logit rows"):
+            compute_logit_rows(ctx, tlist, batch_size, store, first_slot=n_rows)
+        with _timed("feature rows"):
+            row_features, slot_order = compute_feature_rows_by_influence(
+                ctx, tlist, n_rows, batch_size, update_interval, store, progress
+            )
         budget_report = store.report()
         edges = store.finish(slot_order)
-    bar.close()
-
-    # Phase 3: package the graph.
-    with _timed("phase 3: graph"):
-        graph = _package(model, ctx, tlist, edges, row_features, logit_nodes, input_ids)
-        if isinstance(prompt, str):
-            graph.prompt = prompt
+    finally:
+        store.close()
+    with _timed("assemble graph"):
+        graph = assemble_graph(model, ctx, tlist, edges, row_features, input_ids)
+    if isinstance(prompt, str):
+        graph.prompt = prompt
     graph.metadata["settings"] = {
         "max_n_logits": max_n_logits,
         "desired_logit_prob": desired_logit_prob,
@@ -179,9 +127,121 @@ def attribute(
     return graph
 
 
-def _package(model, ctx: AttributionContext, tlist, edges, row_features, logit_nodes, input_ids) -> Graph:
+def clean_run(model: ReplacementModel, input_ids: torch.Tensor) -> FrozenModel:
+    """Forward the prompt (T,) once and freeze it: attention patterns and norm scales held at their
+    clean values, MLPs replaced by their outputs plus the transcoders' skip (models/frozen.py)."""
+    return model.freeze(input_ids)
+
+
+def logit_targets(model: ReplacementModel, frozen: FrozenModel, targets, max_n_logits: int,
+                  desired_logit_prob: float) -> list[Target]:  # fmt: skip
+    """The directions the graph explains, read from the clean logits at the last position (targets.py)."""
+    T = frozen.T
+    clean = frozen.clean
+    return resolve_targets(
+        model, clean.logits_pre_softcap[T - 1], clean.logits[T - 1], targets, max_n_logits, desired_logit_prob
+    )
+
+
+def compute_logit_rows(ctx: AttributionContext, targets: list[Target], batch_size: int, store: EdgeStore,
+                       first_slot: int) -> None:  # fmt: skip
+    """Write the rows of the logit targets to slots first_slot, first_slot + 1, ... of `store`.
+
+    A logit row is injected at the final-norm output of the last position (layer index L).
+    """
+    L, T = ctx.n_layers, ctx.T
+    dtype = ctx.clean.embeddings.dtype
+    vectors = torch.stack([t.vector for t in targets]).to(device=ctx.device, dtype=dtype)  # (K, d)
+    for start in range(0, len(targets), batch_size):
+        v = vectors[start : start + batch_size]
+        layers = torch.full((len(v),), L, dtype=torch.long, device=ctx.device)
+        positions = torch.full((len(v),), T - 1, dtype=torch.long, device=ctx.device)
+        cols, rows = attribute_rows(ctx, layers, positions, v)
+        store.add(torch.arange(first_slot + start, first_slot + start + len(v)), cols, rows)
+        del cols, rows
+        release_freed_memory()
+
+
+def compute_feature_rows(ctx: AttributionContext, order: torch.Tensor, batch_size: int, store: EdgeStore,
+                         slots: torch.Tensor, bar) -> None:  # fmt: skip
+    """Write the row of feature order[i] (CPU int64) to slot slots[i] of `store`, in batches.
+
+    A feature row is injected at its layer's transcoder input site, at its position, along its
+    encoder row. Batches are sorted by (layer, position): rows of one batch then share most of
+    their cone and walk down from nearly the same layer, which is cheaper.
+    """
+    order, slots = order.cpu(), slots.cpu()
+    f = ctx.features[order.to(ctx.device)].cpu()  # (n, 3)
+    sort = torch.argsort(f[:, 0] * ctx.T + f[:, 1], stable=True)
+    order, slots = order[sort], slots[sort]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size].to(ctx.device)
+        cols, rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_rows(idx))
+        store.add(slots[start : start + batch_size], cols, rows)
+        del cols, rows
+        release_freed_memory()  # the batch's temporaries leave holes in the heap (heap.py)
+        bar.update(len(idx))
+
+
+def compute_feature_rows_by_influence(ctx: AttributionContext, targets: list[Target], n_rows: int,
+                                      batch_size: int, update_interval: int, store: EdgeStore,
+                                      progress: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Compute `n_rows` feature rows: all features (n_rows == A), or the most influential ones.
+
+    Under a row budget the unvisited features are ranked by their influence on the logits through
+    the rows computed so far (graph/influence.py on the partial graph), and the next
+    update_interval x batch_size are computed; repeat. Returns (row_features (n_rows,) CPU int64:
+    the feature of each row, in node order; slot_order: the store slots in graph row order, features
+    then logits).
+    """
+    from ..graph.influence import node_influence
+
+    A, K = ctx.n_features, len(targets)
+    bar = tqdm(total=n_rows, desc="feature rows", unit="row", disable=not progress)
+    try:
+        if n_rows == A:  # every feature: feature i's row goes to slot i
+            compute_feature_rows(ctx, torch.arange(A), batch_size, store, torch.arange(A), bar)
+            return torch.arange(A), torch.arange(A + K)
+        n_nodes = ctx.n_sources + K
+        logit_nodes = torch.arange(ctx.n_sources, n_nodes)
+        weights = torch.zeros(n_nodes)
+        weights[logit_nodes] = torch.tensor([t.probability for t in targets])
+        node_layer = _node_layers(ctx, K)  # (n_nodes,) CPU: rows are processed in layer order
+        row_features = torch.empty(0, dtype=torch.long)
+        visited = torch.zeros(A, dtype=torch.bool)
+        while len(row_features) < n_rows:
+            done = len(row_features)
+            node_of_row = torch.cat([row_features, logit_nodes])  # node of slots 0..done-1, then logits
+            slots = torch.cat([torch.arange(done), torch.arange(n_rows, n_rows + K)])
+            csr = store.to_csr(slots, in_memory=True)
+            influence = node_influence(csr, node_of_row, n_nodes, weights, node_layer=node_layer)[:A]
+            del csr
+            influence[visited] = -1
+            take = min(update_interval * batch_size, n_rows - done)
+            chosen = torch.argsort(influence, descending=True, stable=True)[:take]
+            visited[chosen] = True
+            compute_feature_rows(ctx, chosen, batch_size, store, torch.arange(done, done + take), bar)
+            row_features = torch.cat([row_features, chosen])
+        order = torch.argsort(row_features)  # rows in node order
+        return row_features[order], torch.cat([order, torch.arange(n_rows, n_rows + K)])
+    finally:
+        bar.close()
+
+
+def _node_layers(ctx: AttributionContext, K: int) -> torch.Tensor:
+    """(n_sources + K,) int64 CPU: the layer of every node (embeddings -1, logits L), as the Graph's."""
+    L, T = ctx.n_layers, ctx.T
+    errors = torch.arange(L).repeat_interleave(T - ZERO_POSITIONS)
+    return torch.cat([ctx.features[:, 0].cpu(), errors, torch.full((T,), -1), torch.full((K,), L)])
+
+
+def assemble_graph(model, ctx: AttributionContext, tlist: list[Target], edges, row_features: torch.Tensor,
+                   input_ids: torch.Tensor) -> Graph:  # fmt: skip
+    """Package the nodes (features, errors, embeddings, logits: graph/graph.py's order) and the CSR
+    edges (rows: row_features, then the logits) into a Graph, all on the CPU."""
     L, T, A = ctx.n_layers, ctx.T, ctx.n_features
     K = len(tlist)
+    logit_nodes = torch.arange(ctx.n_sources, ctx.n_sources + K)
     err_l, err_p = torch.meshgrid(torch.arange(L), torch.arange(ZERO_POSITIONS, T), indexing="ij")
     n_err = err_l.numel()
     f = ctx.features.cpu()

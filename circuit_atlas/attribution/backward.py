@@ -39,17 +39,33 @@ def cone_columns(ctx: AttributionContext, top: int, P: int) -> torch.Tensor:
     return torch.cat([features, errors.flatten(), embeddings])
 
 
+GATHER_ROWS = 8192  # decoder rows gathered at once while reading one layer (x d_model x 4 bytes: 75 MB at d 2304)
+
+
 def _read_sources(ctx: AttributionContext, l: int, g_out: torch.Tensor, out: torch.Tensor, local) -> None:
     """Add every source at layer l's output site to out (B, C), column c = graph column cols[c].
 
-    g_out (B, P, d); local (n_sources,) maps a graph column to its cone column.
+    g_out (B, P, d); local (n_sources,) maps a graph column to its cone column. Decoder rows
+    are gathered from the weights a few thousand at a time (whole positions), never kept.
     """
     B, P, _ = g_out.shape
-    pack = ctx.decoders[l]
-    for p in range(P):
-        start, end = pack.bounds[p], pack.bounds[p + 1]
-        if end > start:  # (B, d) @ (d, R_p): every feature at position p writing into layer l
-            out.index_add_(1, local[pack.columns[start:end]], g_out[:, p] @ pack.vectors[start:end].T)
+    index = ctx.decoders[l]
+    bounds = index.bounds
+    p = 0
+    while p < P:
+        q = p + 1  # positions [p, q): as many as fit GATHER_ROWS (at least one)
+        while q < P and bounds[q + 1] - bounds[p] <= GATHER_ROWS:
+            q += 1
+        first, last = bounds[p], bounds[q]
+        if last > first:
+            columns = index.columns[first:last]
+            rows = ctx.decoder_rows(l, columns)  # (R, d) activation-scaled decoder rows
+            targets = local[columns]
+            for i in range(p, q):
+                start, end = bounds[i] - first, bounds[i + 1] - first
+                if end > start:  # (B, d) @ (d, R_i): every feature at position i writing into layer l
+                    out.index_add_(1, targets[start:end], g_out[:, i] @ rows[start:end].T)
+        p = q
     if P > ZERO_POSITIONS:
         start = int(local[ctx.error_column(l, ZERO_POSITIONS)])  # errors of one layer are consecutive
         err = torch.einsum("bpd,pd->bp", g_out[:, ZERO_POSITIONS:], ctx.errors[l, ZERO_POSITIONS:P])

@@ -1,15 +1,20 @@
 """Phase 0 of attribution: what one clean forward tells us about the prompt.
 
-Active features, their encoder and (activation-scaled) decoder vectors, error vectors and
-token embeddings, laid out as graph columns:
+Active features, error vectors and token embeddings, laid out as graph columns:
 
     [0, A)                     active features, sorted by (layer, position, feature)
     [A, A + L*(T-1))           errors (l, p) for p >= 1, index A + l*(T-1) + (p-1)
     [A + L*(T-1), ... + T)     embeddings, one per position (BOS included)
 
 Position 0 (BOS) gets no feature or error nodes: its MLP outputs act as constants, like
-every bias. Decoder vectors are packed per output layer and position so that reading all
-feature edges out of a batch of cotangents is one batched matmul per layer.
+every bias.
+
+Memory is O(weights + A), not O(A x d): no encoder or decoder row is copied per active
+feature. A feature's encoder row (its injection vector) and its activation-scaled decoder
+rows are gathered from the transcoder weights when a batch needs them (`encoder_rows`,
+`decoder_rows`). What the context keeps per feature is its (layer, position, index), its
+activation, and - per output layer it writes into - its column in a position-sorted index
+(`DecoderIndex`), so that a batch reads every feature at one position with one matmul.
 """
 
 from __future__ import annotations
@@ -25,23 +30,25 @@ ZERO_POSITIONS = 1  # positions [0, ZERO_POSITIONS) carry no feature or error no
 
 
 @dataclass
-class DecoderPack:
-    """Decoder rows writing into one output layer, grouped by position (no padding)."""
+class DecoderIndex:
+    """The features writing into one output layer, grouped by position (no padding, no vectors)."""
 
-    vectors: torch.Tensor  # (R, d) activation-scaled decoder rows, sorted by position
-    columns: torch.Tensor  # (R,) graph column (feature node) of each row
-    bounds: list[int]  # (T+1,) rows of position p are [bounds[p], bounds[p+1])
+    columns: torch.Tensor  # (R,) int64 graph column (feature node) of each writer, sorted by position
+    bounds: list[int]  # (T+1,) writers at position p are columns[bounds[p]:bounds[p+1]]
 
 
 @dataclass
 class AttributionContext:
     frozen: FrozenModel
     clean: CleanRun
-    features: torch.Tensor  # (A, 3) long: layer, position, feature index
+    features: torch.Tensor  # (A, 3) int64: layer, position, feature index (on the model's device)
     activations: torch.Tensor  # (A,)
-    encoder_vectors: torch.Tensor  # (A, d) W_enc rows of active features
     errors: torch.Tensor  # (L, T, d), zero at BOS
-    decoders: list[DecoderPack]  # one per output layer
+    decoders: list[DecoderIndex]  # one per output layer
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
 
     @property
     def n_features(self) -> int:
@@ -66,53 +73,84 @@ class AttributionContext:
     def n_sources(self) -> int:
         return self.embedding_offset + self.T
 
+    def encoder_rows(self, columns: torch.Tensor) -> torch.Tensor:
+        """(B, d): the W_enc row of each feature column (B,), gathered from the transcoder weights."""
+        tc = self.frozen.tc
+        f = self.features[columns.to(self.device)]  # (B, 3)
+        out = tc.W_enc[0].new_empty(len(f), tc.d_model)
+        for l in torch.unique(f[:, 0]).tolist():  # one gather per source layer in the batch
+            mine = (f[:, 0] == l).nonzero().squeeze(1)
+            out[mine] = tc.W_enc[l][f[mine, 2]]
+        return out
 
-def _pack_decoders(rows_by_layer: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]], T: int, d: int, like):
-    packs = []
-    for parts in rows_by_layer:
-        pos = torch.cat([p for p, _, _ in parts]) if parts else torch.zeros(0, dtype=torch.long, device=like.device)
-        vec = torch.cat([v for _, v, _ in parts]) if parts else like.new_zeros(0, d)
-        col = torch.cat([c for _, _, c in parts]) if parts else pos.clone()
+    def decoder_rows(self, layer: int, columns: torch.Tensor) -> torch.Tensor:
+        """(R, d): a · W_dec row into output layer `layer` of each feature column (R,) writing there.
+
+        Computed exactly as a materialised copy would be (activation times the decoder row), so
+        the edges do not depend on whether rows are cached.
+        """
+        tc = self.frozen.tc
+        f = self.features[columns]  # (R, 3)
+        a = self.activations[columns, None]  # (R, 1)
+        src = f[:, 0]
+        layers = torch.unique(src).tolist()
+        if len(layers) == 1:  # a PLT writes into a layer from that layer alone: one gather
+            l = layers[0]
+            return a * tc.W_dec[l][f[:, 2], layer - l]
+        out = tc.W_dec[0].new_empty(len(f), tc.d_model)
+        for l in layers:  # a CLT: one gather per source layer
+            mine = (src == l).nonzero().squeeze(1)
+            out[mine] = a[mine] * tc.W_dec[l][f[mine, 2], layer - l]
+        return out
+
+
+def _index_decoders(writers: list[list[tuple[torch.Tensor, torch.Tensor]]], T: int, device) -> list[DecoderIndex]:
+    """writers[l]: (positions, columns) pairs of the features writing into output layer l."""
+    out = []
+    for parts in writers:
+        pos = torch.cat([p for p, _ in parts]) if parts else torch.zeros(0, dtype=torch.long, device=device)
+        col = torch.cat([c for _, c in parts]) if parts else pos.clone()
         order = torch.argsort(pos, stable=True)
         counts = torch.bincount(pos, minlength=T)
         bounds = [0] + torch.cumsum(counts, 0).tolist()
-        packs.append(DecoderPack(vec[order].contiguous(), col[order], bounds))
-    return packs
+        out.append(DecoderIndex(col[order], bounds))
+    return out
 
 
 @torch.no_grad()
 def build_context(frozen: FrozenModel) -> AttributionContext:
     tc, clean = frozen.tc, frozen.clean
     L, T = frozen.n_layers, frozen.T
-    d = clean.embeddings.shape[1]
-    acts = []
+    device = clean.feature_inputs.device
+    # the MLP outputs rebuilt from the transcoders (as Transcoders.reconstruct, same order of sums),
+    # with one layer's (T, F_l) activations alive at a time instead of all L
+    reconstruction = torch.stack([tc.b_dec[l].expand_as(clean.feature_inputs[l]).clone() for l in range(L)])
+    features, values = [], []
+    writers: list[list] = [[] for _ in range(L)]
+    offset = 0
     for l in range(L):
         a = tc.activate(l, tc.encode(l, clean.feature_inputs[l]))  # (T, F_l)
         a[:ZERO_POSITIONS] = 0
-        acts.append(a)
-    reconstruction = tc.reconstruct(acts, clean.feature_inputs)
+        for j, target in enumerate(tc.output_layers(l)):
+            reconstruction[target] += a @ tc.W_dec[l][:, j]
+        skip = tc.skip(l, clean.feature_inputs[l])
+        if skip is not None:
+            reconstruction[l] += skip
+        pos, feat = a.nonzero(as_tuple=True)  # row-major: sorted by (position, feature)
+        features.append(torch.stack([torch.full_like(pos, l), pos, feat], dim=1))
+        values.append(a[pos, feat])
+        columns = torch.arange(offset, offset + len(pos), device=device)
+        for target in tc.output_layers(l):
+            writers[target].append((pos, columns))
+        offset += len(pos)
+        del a
     errors = clean.mlp_outputs - reconstruction
     errors[:, :ZERO_POSITIONS] = 0
-
-    features, values, encoders = [], [], []
-    rows_by_layer: list[list] = [[] for _ in range(L)]
-    offset = 0
-    for l in range(L):
-        pos, feat = acts[l].nonzero(as_tuple=True)  # row-major: sorted by (position, feature)
-        a = acts[l][pos, feat]
-        features.append(torch.stack([torch.full_like(pos, l), pos, feat], dim=1))
-        values.append(a)
-        encoders.append(tc.W_enc[l][feat])
-        columns = torch.arange(offset, offset + len(pos), device=pos.device)
-        for j, target_layer in enumerate(tc.output_layers(l)):
-            rows_by_layer[target_layer].append((pos, a[:, None] * tc.W_dec[l][feat, j], columns))
-        offset += len(pos)
     return AttributionContext(
         frozen=frozen,
         clean=clean,
         features=torch.cat(features),
         activations=torch.cat(values),
-        encoder_vectors=torch.cat(encoders),
         errors=errors,
-        decoders=_pack_decoders(rows_by_layer, T, d, clean.embeddings),
+        decoders=_index_decoders(writers, T, device),
     )

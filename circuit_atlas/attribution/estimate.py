@@ -12,15 +12,23 @@ only over its causal cone, so the edge count follows from where the active featu
 
 All features (max_feature_nodes None), no edge_budget: this is the graph's n_edges exactly (unless an
 effect is exactly 0.0 in floating point). Under max_feature_nodes = k the rows are chosen by influence
-during attribution, so the estimate takes the k largest cones: an upper bound (edges_exact False);
-under edge_budget the count is an upper bound too.
+during attribution, so the estimate takes the k largest cones: an upper bound (edges_exact False).
+Under edge_budget f a row keeps only entries with |a| >= f · Σ|row|, so at most ⌊1/f⌋ of them (their
+mass cannot exceed the row's): a row stores at most min(cone, ⌊1/f⌋) edges, a bound that needs no
+assumption. `kept_fraction` q (an input, stated with the estimate) assumes instead that a row keeps
+q of its cone: min(q · cone, ⌊1/f⌋).
 
-Peak memory (beyond the loaded model):
-    context    encoder + decoder rows of every active feature, errors, frozen attention patterns
-    one batch  cotangents (B, T, d) and its dense cone rows (B, C) with their keep mask and sparse copy
-    edges      STORE_BYTES per edge, plus the larger of: pruning/scoring temporaries (POST_BYTES_PER_EDGE)
-               and, under max_feature_nodes, the in-memory working copy that ranks features (RANK_BYTES_PER_EDGE)
-               With edge_dir the store's own bytes live on disk and are not counted.
+Peak memory (beyond the loaded model), in two places when the model sits on an accelerator:
+    device (the model's)
+      context    the clean run (inputs and outputs of every transcoder, errors, frozen attention patterns,
+                 two (T, V) logit tables), and per active feature its (layer, position, index), activation
+                 and decoder-index entries: O(A), no per-feature vector (context.py)
+      one batch  cotangents (B, T, d), its dense cone rows (B, C), the column map (S,), the decoder rows
+                 gathered for one read (GATHER_ROWS x d) and the edge store's masks, a group of rows at a time
+    host (the CPU's; the same RAM when the model is on the CPU)
+      edges      STORE_BYTES per stored edge, plus the larger of: pruning/scoring temporaries
+                 (POST_BYTES_PER_EDGE) and, under max_feature_nodes, the in-memory working copy that ranks
+                 features (RANK_BYTES_PER_EDGE). With edge_dir the store's own bytes live on disk.
 Time is the transposed passes (per row: layers below it x positions up to it) at a throughput measured
 by a short matmul probe, plus a cost per stored edge (sparsifying, assembling, saving, pruning, scoring).
 ROW_EFFICIENCY, SECONDS_PER_EDGE and POST_BYTES_PER_EDGE are measured by bench/estimate.py.
@@ -49,9 +57,11 @@ STORE_BYTES = 8  # per stored edge: int32 source + float32 value (graph/edge_sto
 POST_BYTES_PER_EDGE = 22.0  # saving's, pruning's and scoring's temporaries per edge (bench/estimate.py)
 RANK_BYTES_PER_EDGE = 12.0  # under max_feature_nodes: the in-memory CSR copy + |normalised| values that rank
 ROW_EFFICIENCY = 0.11  # fraction of the probe's matmul throughput the row batches reach (bench/estimate.py)
-SECONDS_PER_EDGE = 5e-7  # sparsify, assemble, save, prune and score, per stored edge (bench/estimate.py)
+SECONDS_PER_EDGE = 5e-7  # sparsify (per computed entry) + assemble, save, prune, score (per stored edge), twice each
 COTANGENT_COPIES = 6  # (B, T, d) cotangent-sized tensors alive at once in a backward batch
+FEATURE_BYTES = 24  # per active feature: its (layer, position, index) int64 (plus its activation, 8 per decoder row)
 AVAILABLE_FRACTION = 0.8
+EDGE_BUDGETS = (1e-6, 1e-5, 1e-4, 1e-3)  # what a refusal may suggest, most exact first
 
 
 class AttributionTooLarge(MemoryError):
@@ -73,6 +83,8 @@ class Shape:
     counts: tuple[tuple[int, ...], ...]  # N (L, T): active features per layer and position (0 at BOS)
     n_logits: int  # K logit targets
     weight_bytes: float  # model + transcoder weights (already in memory when attributing)
+    width: int = 0  # F: features per layer (the widest layer)
+    vocab: int = 0  # V: the vocabulary (the clean run keeps (T, V) logits)
 
     @property
     def tokens(self) -> int:
@@ -93,15 +105,22 @@ class Estimate:
     seconds: float
     model_bytes: float  # model + transcoder weights
     disk_bytes: float = 0.0  # with edge_dir: the edges on disk
+    device_bytes: float = 0.0  # of peak_bytes: what lives on the model's device (context, one batch)
+    host_bytes: float = 0.0  # of peak_bytes: what lives in CPU RAM (the edges and what works on them)
+    context_bytes: float = 0.0  # of device_bytes: the clean run and the attribution context
+    kept_fraction: float | None = None  # the assumed share of each cone a budgeted row keeps (None: the bound)
 
     def describe(self) -> str:
         bound = "" if self.edges_exact else "at most "
+        if self.kept_fraction is not None:
+            bound = f"assuming rows keep {self.kept_fraction:g} of their cone, "
         disk = f" (edges on disk: {_gb(self.disk_bytes)})" if self.disk_bytes else ""
+        split = f"; on an accelerator {_gb(self.device_bytes)} of it on the device, {_gb(self.host_bytes)} in RAM"
         return (
             f"{self.tokens} tokens, {self.active_features:,} active features, {self.rows:,} rows x "
             f"{self.sources:,} sources, {bound}{self.n_edges:,} edges ({_gb(self.edges_bytes)} sparse; dense "
             f"would be {_gb(self.dense_bytes)}): peak about {_gb(self.peak_bytes)} beyond the loaded model "
-            f"({_gb(self.model_bytes)}){disk}, about {_seconds(self.seconds)}"
+            f"({_gb(self.model_bytes)}){disk}{split}, about {_seconds(self.seconds)}"
         )
 
 
@@ -221,8 +240,21 @@ def _selected_rows(shape: Shape, k: int | None):
     return cone, rows
 
 
-def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float) -> Estimate:
-    """The estimate for a prompt of this Shape under these settings (throughput: matmul FLOP/s)."""
+def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float, *,
+                   kept_fraction: float | None = None) -> Estimate:  # fmt: skip
+    """The estimate for a prompt of this Shape under these settings (throughput: matmul FLOP/s).
+
+    kept_fraction: under an edge_budget, assume each row keeps this share of its cone (in (0, 1];
+    None: the guaranteed bound min(cone, 1/edge_budget) per row).
+    """
+    from ..graph.edge_store import ADD_ENTRIES
+    from .backward import GATHER_ROWS
+
+    if kept_fraction is not None:
+        if config.edge_budget is None:
+            raise ValueError("kept_fraction describes rows thinned by an edge_budget: give edge_budget too")
+        if not 0 < kept_fraction <= 1:
+            raise ValueError(f"kept_fraction must be in (0, 1], got {kept_fraction!r}")
     L, d, T, K, e = shape.n_layers, shape.d_model, shape.tokens, shape.n_logits, shape.element
     N = _counts_tensor(shape)
     A = int(N.sum())
@@ -232,21 +264,37 @@ def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float) -
     cone, rows = _selected_rows(shape, k)
     n_feature_rows = int(rows.sum())
     logit_row = S - int(N[L - 1, : T - 1].sum()) - max(T - 2, 0)  # last layer below the last token: no path
-    n_edges = int((cone * rows).sum()) + K * logit_row
+    n_computed = int((cone * rows).sum()) + K * logit_row  # entries computed (dense over each cone)
+    kept, kept_logit = cone, logit_row
+    if config.edge_budget is not None:  # a row keeps at most 1/f entries (see the module docstring)
+        most = int(1 / config.edge_budget)
+        share = 1.0 if kept_fraction is None else kept_fraction
+        kept = (cone.double() * share).ceil().long().clamp_max(most)
+        kept_logit = min(int(-(-logit_row * share // 1)), most)
+    n_edges = int((kept * rows).sum()) + K * kept_logit
     R = n_feature_rows + K
     edges_bytes = float(STORE_BYTES * n_edges + 8 * (R + 1))
 
-    # One batch: cotangents (B, T, d) and its dense cone rows (B, C): dtype rows, keep mask, float32 copy, chunk.
+    # Context (device): the clean run - transcoder inputs and outputs, errors and the reconstruction
+    # beside them (L, T, d) each, patterns (L, H, T, T), logits before and after the soft cap (T, V) -
+    # one layer's pre-activations and activations (T, F) while features are found, and O(A) per feature.
+    clean = L * T * d * e * 4 + L * shape.n_heads * T * T * e + 2 * T * shape.vocab * 4 + 2 * T * shape.width * e
+    context = clean + A * (FEATURE_BYTES + e + 8 * shape.n_out)
+    # One batch (device): cotangents (B, T, d), the dense cone rows (B, C), the column map (S,) int64, one
+    # gather of decoder rows, and the store's masks for a group of at most ADD_ENTRIES entries.
     widest = int(cone[rows > 0].max()) if n_feature_rows else 0
-    row_bytes = e + 1 + (0 if e == 4 else 4) + STORE_BYTES
     B = min(config.batch_size, max(n_feature_rows, 1))
-    per_batch = max(B * widest, min(config.batch_size, K) * logit_row) * row_bytes
+    block = max(B * widest, min(config.batch_size, K) * logit_row)
+    add_bytes = 2 * e + 2 + (0 if e == 4 else 4)  # |block|, keep and drop masks, |block| x mask, float32 copy
+    per_batch = block * e + 8 * S + GATHER_ROWS * d * e + min(block, ADD_ENTRIES) * add_bytes
     per_batch += min(config.batch_size, max(R, 1)) * T * d * e * COTANGENT_COPIES
-    # Context: encoder and decoder rows of every active feature, errors and residuals, frozen patterns.
-    context = A * d * e * (1 + shape.n_out) + L * T * d * e * 4 + L * shape.n_heads * T * T * e
+    device = context + per_batch
+    # Host: the store, then saving / pruning / scoring temporaries or the ranking copy, and the ranking's
+    # node vectors (weights, influence, layers, visited) under max_feature_nodes.
     store = 0.0 if config.edge_dir else edges_bytes
     temporaries = n_edges * max(POST_BYTES_PER_EDGE, RANK_BYTES_PER_EDGE if ranked else 0.0)
-    peak = context + per_batch + store + temporaries
+    host = store + temporaries + (32.0 * S if ranked else 0.0)
+    peak = device + host
 
     # Work per row at (l, p): the transposed pass over l layers and p+1 positions (attention OV, norms and
     # skip: about 8 d^2 per layer and position, plus 2 d per attended position), and reading its cone (2 d).
@@ -254,7 +302,8 @@ def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float) -
     position = _arange(T)[None, :].expand(L, T).flatten() + 1
     per_row = layer * position * (8 * d * d + 2 * d * position) + 2 * cone * d
     flops = float((rows * per_row).sum()) + K * (L * T * (8 * d * d + 2 * d * T) + 2 * logit_row * d)
-    seconds = flops / (ROW_EFFICIENCY * throughput) + SECONDS_PER_EDGE * n_edges
+    # every computed entry is thinned once; every stored edge is assembled, saved, pruned and scored
+    seconds = flops / (ROW_EFFICIENCY * throughput) + SECONDS_PER_EDGE * (n_edges + n_computed) / 2
     return Estimate(
         tokens=T,
         active_features=A,
@@ -268,6 +317,10 @@ def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float) -
         seconds=seconds,
         model_bytes=shape.weight_bytes,
         disk_bytes=edges_bytes if config.edge_dir else 0.0,
+        device_bytes=device,
+        host_bytes=host,
+        context_bytes=context,
+        kept_fraction=kept_fraction,
     )
 
 
@@ -297,8 +350,9 @@ def shape_of_prompt(model, input_ids, config: AttributionConfig) -> Shape:
                                 config.max_n_logits, config.desired_logit_prob))  # fmt: skip
     L = model.n_layers
     n_out = sum(tc.W_dec[l].shape[1] for l in range(L)) / L
+    width = max(tc.W_enc[l].shape[0] for l in range(L))
     return Shape(L, model.d_model, model.weights.blocks[0].attn.n_heads, _element_size(model), n_out,
-                 tuple(counts), K, _weight_bytes(model))  # fmt: skip
+                 tuple(counts), K, _weight_bytes(model), width, model.vocab_size)  # fmt: skip
 
 
 def count_active_features(model, input_ids) -> int:
@@ -364,7 +418,7 @@ def shape_from_config(hf_config: dict, width: int, l0: float, n_tokens: int, *, 
     weight_bytes = float(e * (L * per_layer + V * d * (1 if tied else 2)))
     a = int(round(l0))
     counts = tuple((0,) + (a,) * (n_tokens - 1) for _ in range(L))
-    return Shape(L, d, H, e, n_out, counts, n_logits, weight_bytes)
+    return Shape(L, d, H, e, n_out, counts, n_logits, weight_bytes, width, V)
 
 
 def estimate_from_config(hf_config: dict, width: int, l0: float, n_tokens: int,
@@ -401,10 +455,18 @@ def refusal(shape: Shape, est: Estimate, budget: float, config: AttributionConfi
     """The error text when `est` exceeds `budget`: what, why, and the fixes with numbers."""
     k = suggest_max_feature_nodes(shape, config, budget, throughput)
     rows = f"compute rows for fewer features with --max-feature-nodes {k} (max_feature_nodes={k}), or " if k else ""
+    thin = ""
+    if config.edge_budget is None:  # the most exact budget that fits, if one does
+        for f in EDGE_BUDGETS:
+            if estimate_shape(shape, dataclasses.replace(config, edge_budget=f), throughput).peak_bytes <= budget:
+                thin = (
+                    f"thin each row with --edge-budget {f:g} (edge_budget={f:g}: at most {int(1 / f):,} edges a row); "
+                )
+                break
     disk = "" if config.edge_dir else "keep the edges on disk with --edge-dir DIR (edge_dir=DIR); "
     return (
         f"this attribution would need about {_gb(est.peak_bytes)} of memory, more than its budget of "
-        f"{_gb(budget)} ({est.describe()}). To fit, {rows}shorten the prompt; {disk}or raise the budget with "
+        f"{_gb(budget)} ({est.describe()}). To fit, {rows}shorten the prompt; {thin}{disk}or raise the budget with "
         "--memory-budget-gb GB (memory_budget(gb) in Python, or CIRCUIT_ATLAS_MEMORY_BUDGET_GB) if the machine "
         "really has the memory"
     )

@@ -76,7 +76,8 @@ def resolve_targets(
         if not 0 < desired_logit_prob <= 1:
             raise ValueError("desired_logit_prob must be in (0, 1]")
         top_p, top_i = probs.topk(min(max_n_logits, probs.shape[0]))
-        cutoff = int(torch.searchsorted(top_p.cumsum(0), torch.tensor(desired_logit_prob))) + 1
+        mass = top_p.cumsum(0)  # (k,) on the logits' device; the query must live there too
+        cutoff = int(torch.searchsorted(mass, mass.new_tensor([desired_logit_prob]))[0]) + 1
         return [token_target(int(t)) for t in top_i[:cutoff]]
 
     if isinstance(targets, (str, int, LogitDiff, Direction, tuple)) or (

@@ -30,6 +30,8 @@ import torch
 
 from .sparse import CSR, INDEX_DTYPE, INDPTR_DTYPE, _indptr
 
+ADD_ENTRIES = 1 << 24  # dense entries thinned at once by EdgeStore.add (its temporaries: ~10 bytes each)
+
 
 def check_edge_budget(value: float | None) -> float | None:
     """None, or a float in (0, 1); otherwise one ValueError saying what is allowed."""
@@ -82,8 +84,17 @@ class EdgeStore:
         return sum(int(c.slots.numel()) for c in self._chunks)
 
     def add(self, slots: torch.Tensor, cols: torch.Tensor, block: torch.Tensor) -> None:
-        """Keep rows block (B, C) (dense over columns cols (C,) ascending) as the rows of `slots` (B,)."""
+        """Keep rows block (B, C) (dense over columns cols (C,) ascending) as the rows of `slots` (B,).
+
+        Rows are thinned and stored a group at a time (about ADD_ENTRIES entries), so the masks and
+        absolute values beside the block stay a few hundred MB even when its cone spans millions of sources.
+        """
         block = block.detach()
+        step = max(1, ADD_ENTRIES // max(block.shape[1], 1))
+        for start in range(0, block.shape[0], step):
+            self._add_rows(slots[start : start + step], cols, block[start : start + step])
+
+    def _add_rows(self, slots: torch.Tensor, cols: torch.Tensor, block: torch.Tensor) -> None:
         keep = block != 0  # (B, C)
         if self.edge_budget is not None:
             absolute = block.abs()
@@ -107,7 +118,7 @@ class EdgeStore:
         if n and block.is_cpu:
             torch.masked_select(cols, keep, out=sources)
             torch.masked_select(block, keep, out=values)
-        elif n:
+        elif n:  # on an accelerator: select there, copy only the kept entries to the CPU
             sources.copy_(torch.masked_select(cols, keep))
             values.copy_(torch.masked_select(block, keep))
         chunk = _Chunk(slots.detach().cpu().long(), counts, sources, values, self._nnz)

@@ -225,7 +225,9 @@ def to_circuit_tracer_json(
             cumulative = cumulative_influence(graph.influence, total)
         else:
             w = logit_weights(graph)
-            cumulative = cumulative_influence(node_influence(graph.csr, graph.row_nodes, graph.n_nodes, w))
+            cumulative = cumulative_influence(
+                node_influence(graph.csr, graph.row_nodes, graph.n_nodes, w, node_layer=graph.layer)
+            )
 
     originals = source.get("nodes") or {}
     nodes, logit_index = [], 0

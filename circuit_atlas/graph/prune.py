@@ -118,7 +118,7 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     norm = graph.csr.abs_normalized()  # (R, S) sparse; its values are reused in place below
     sources = norm.sources  # (nnz,) int32 source node of each edge
     targets = graph.row_nodes.to(sources.dtype)[norm.row_ids()]  # (nnz,) int32 target node of each edge
-    influence = propagate(norm, rows, N, w)
+    influence = propagate(norm, rows, N, w, node_layer=graph.layer)
     node_mask = influence >= find_threshold(influence, node_threshold)
     node_mask |= (kind == EMBEDDING) | (kind == LOGIT)
 
@@ -127,7 +127,7 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     values = norm.values
     values.masked_fill_(~(node_mask[targets] & node_mask[sources]), 0.0)
     norm.scale_rows_(norm.row_sum(values).clamp_min(_EPS), divide=True)
-    pruned_influence = propagate(norm, rows, N, w)
+    pruned_influence = propagate(norm, rows, N, w, node_layer=graph.layer)
 
     # 3. edge scores E = P̂ · (I_P[t] + w[t]) in place; the threshold counts the non-zero scores only
     norm.scale_rows_(pruned_influence[rows] + w[rows])

@@ -8,9 +8,10 @@ is a pass over the `nnz` entries:
 
     row_ids            (nnz,)  the row of each entry, expanded from indptr
     row_sum(x)         (R,)    Σ over each row's entries of x (nnz,)
+    matvec(x)          (R,)    M x for x (C,)
     rmatvec(v)         (C,)    vᵀ M for v (R,): every entry sends v[row] · value to its column
 
-The passes behind row_sum, rmatvec and abs_normalized walk the entries in blocks of whole rows
+The passes behind row_sum, matvec, rmatvec and abs_normalized walk the entries in blocks of whole rows
 (about 2^20 entries each), so their temporaries are block-sized, not nnz-sized.
 
 `torch.sparse_csr_tensor` is not used: its CPU kernels neither cover the transposed
@@ -130,12 +131,29 @@ class CSR:
         for r0, r1, start, end in self._bounds():
             yield start, end, self._rows(r0, r1)
 
+    def expand(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        """(entries of rows r0..r1,): x[row] (x (R,)) repeated over each of the row's entries."""
+        return torch.repeat_interleave(x[r0:r1], self.indptr[r0 + 1 : r1 + 1] - self.indptr[r0:r1])
+
     def row_sum(self, x: torch.Tensor) -> torch.Tensor:
         """(R,): Σ of x (nnz,) over each row's entries (bool x: counts, int64)."""
         dtype = torch.int64 if x.dtype == torch.bool else x.dtype
+        # a segment sum per block (no row index per entry); integers are summed exactly in float64 (< 2^53)
+        work = dtype if dtype.is_floating_point else torch.float64
         out = torch.zeros(self.n_rows, dtype=dtype)
-        for start, end, rows in self.blocks():
-            out.index_add_(0, rows, x[start:end].to(dtype))
+        for r0, r1, start, end in self._bounds():
+            lengths = self.indptr[r0 + 1 : r1 + 1] - self.indptr[r0:r1]
+            out[r0:r1] = torch.segment_reduce(x[start:end].to(work), "sum", lengths=lengths, unsafe=True).to(dtype)
+        return out
+
+    def matvec(self, x: torch.Tensor) -> torch.Tensor:
+        """M x: (C,) -> (R,) float32. Row r gets Σ over its entries (r, c, a) of a · x[c]."""
+        out = torch.zeros(self.n_rows, dtype=torch.float32)
+        x = x.to(torch.float32)
+        for r0, r1, start, end in self._bounds():
+            lengths = self.indptr[r0 + 1 : r1 + 1] - self.indptr[r0:r1]
+            products = self.values[start:end] * x[self.sources[start:end]]
+            out[r0:r1] = torch.segment_reduce(products, "sum", lengths=lengths, unsafe=True)
         return out
 
     def rmatvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -143,16 +161,16 @@ class CSR:
         out = torch.zeros(self.n_cols, dtype=torch.float32)
         for r0, r1, start, end in self._bounds():
             if bool(v[r0:r1].any()):  # rows without mass send nothing (most blocks, late in propagation)
-                out.index_add_(0, self.sources[start:end], self.values[start:end] * v[self._rows(r0, r1)])
+                out.index_add_(0, self.sources[start:end], self.values[start:end] * self.expand(v, r0, r1))
         return out
 
     def scale_rows_(self, scale: torch.Tensor, *, divide: bool = False) -> CSR:
         """In place: row r's values times scale[r] (R,) (divided by it if `divide`). Returns self."""
-        for start, end, rows in self.blocks():
+        for r0, r1, start, end in self._bounds():
             if divide:
-                self.values[start:end] /= scale[rows]
+                self.values[start:end] /= self.expand(scale, r0, r1)
             else:
-                self.values[start:end] *= scale[rows]
+                self.values[start:end] *= self.expand(scale, r0, r1)
         return self
 
     def take_rows(self, index: torch.Tensor) -> CSR:

@@ -43,7 +43,7 @@ def test_a_batch_is_dense_over_its_cone_only(model):
     ctx = build_context(model.freeze(model.tokenize(PROMPT)))
     low = (ctx.features[:, 0] == 1) & (ctx.features[:, 1] == 3)  # features at layer 1, position 3
     idx = low.nonzero().squeeze(1)
-    cols, rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_vectors[idx])
+    cols, rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_rows(idx))
     assert torch.equal(cols, cone_columns(ctx, 1, 4)) and rows.shape == (len(idx), len(cols))
     assert len(cols) < ctx.n_sources / 3
     f = ctx.features[cols[cols < ctx.n_features]]

@@ -21,6 +21,7 @@ from circuit_atlas.attribution.estimate import (
     estimate_attribution,
     estimate_shape,
     memory_budget,
+    refusal,
     shape_from_config,
     shape_of_prompt,
 )
@@ -207,3 +208,40 @@ def test_estimate_command_from_a_config_alone(tmp_path):
     assert r.returncode != 0 and "--width" in r.stderr and "Traceback" not in r.stderr
     r = _cli("estimate", "--tokens", "64")
     assert r.returncode != 0 and "--model and --transcoders" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_budgeted_rows_keep_at_most_one_over_the_budget_and_the_estimate_bounds_them():
+    """Under edge_budget f a kept entry holds >= f of its row's mass, so a row keeps <= 1/f: a bound, no assumption."""
+    model = toy()
+    f = 0.02
+    exact = estimate_attribution(model, PROMPT)
+    est = estimate_attribution(model, PROMPT, AttributionConfig(edge_budget=f))
+    with memory_budget(100):
+        g = attribute(model, PROMPT, edge_budget=f, progress=False)
+    shape = shape_of_prompt(model, model.tokenize(PROMPT), AttributionConfig())
+    assert int(g.csr.row_counts().max()) <= int(1 / f) < int(cone_sizes(shape).max())  # the bound binds
+    assert not est.edges_exact and g.n_edges <= est.n_edges < exact.n_edges
+    assert est.peak_bytes < exact.peak_bytes
+    assumed = estimate_shape(shape, AttributionConfig(edge_budget=f), 1e10, kept_fraction=0.1)
+    assert assumed.n_edges <= est.n_edges and "assuming rows keep 0.1 of their cone" in assumed.describe()
+    with pytest.raises(ValueError, match="give edge_budget too"):
+        estimate_shape(shape, AttributionConfig(), 1e10, kept_fraction=0.1)
+    with pytest.raises(ValueError, match=r"kept_fraction must be in \(0, 1\]"):
+        estimate_shape(shape, AttributionConfig(edge_budget=f), 1e10, kept_fraction=0)
+
+
+def test_gemma_2_2b_at_4000_tokens_fits_an_80_gb_accelerator_with_an_edge_budget():
+    """The issue's case: 26 x 16k PLTs at L0 100, 8,192 feature rows. The feature context is O(A), the rows
+    at most 1/edge_budget each: weights + device memory under 80 GB, the edges in host RAM."""
+    shape = shape_from_config(GEMMA_2_2B, 16384, 100, 4000)
+    cfg = AttributionConfig(max_feature_nodes=8192, edge_budget=1e-5, batch_size=64)
+    est = estimate_shape(shape, cfg, 1e12)
+    A, d = est.active_features, 2304
+    assert A == 26 * 3999 * 100
+    assert est.model_bytes + est.device_bytes < 80 * GB
+    assert est.context_bytes < 30 * GB < 2 * A * d * 4  # vectors per feature alone would be 192 GB
+    assert est.n_edges <= est.rows * 100_000 and est.host_bytes < 30 * GB
+    exact = estimate_shape(shape, AttributionConfig(max_feature_nodes=8192), 1e12)
+    assert exact.host_bytes > 1000 * GB  # without the budget the rows are dense over their cones (82 G edges)
+    message = refusal(shape, exact, 80 * GB, AttributionConfig(max_feature_nodes=8192, batch_size=64), 1e12)
+    assert "--edge-budget 1e-05" in message  # the refusal names the budget that fits

@@ -72,3 +72,27 @@ def test_edge_budget_must_be_a_fraction(bad):
     with pytest.raises(ValueError, match=r"edge_budget must be None .* fraction in \(0, 1\)"):
         check_edge_budget(bad)
     assert check_edge_budget(None) is None and check_edge_budget(0.01) == 0.01
+
+
+@pytest.mark.parametrize("budget", [None, 0.05])
+def test_wide_blocks_are_thinned_a_few_rows_at_a_time_with_the_same_result(monkeypatch, budget):
+    """A block wider than ADD_ENTRIES is stored in row groups: same CSR, same budget report."""
+    import circuit_atlas.graph.edge_store as edge_store
+
+    gen = torch.Generator().manual_seed(3)
+    block = torch.randn(7, N_SOURCES, generator=gen) * (torch.rand(7, N_SOURCES, generator=gen) < 0.8)
+    slots, cols = torch.randperm(7, generator=gen), torch.arange(N_SOURCES)
+
+    def stored(add_entries):
+        monkeypatch.setattr(edge_store, "ADD_ENTRIES", add_entries)
+        store = EdgeStore(N_SOURCES, edge_budget=budget)
+        store.add(slots, cols, block)
+        n_chunks = len(store._chunks)
+        return store.report(), n_chunks, store.finish(torch.arange(7)).to_dense()
+
+    whole, one, dense = stored(1 << 24)
+    grouped, many, dense_grouped = stored(2 * N_SOURCES)  # two rows a group
+    assert one == 1 and many == 4
+    assert torch.equal(dense, dense_grouped) and whole == grouped
+    if budget is None:
+        assert torch.equal(dense[slots], block)

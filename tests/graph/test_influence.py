@@ -110,3 +110,54 @@ def test_scores_of_a_graph_without_edges_are_nan(graph_builder):
     g = graph_builder([("embedding", -1, 0, 0, 0), ("logit", 1, 0, 5, 1.0)], {}, n_layers=1, tokens=["x"])
     scores = graph_scores(g)
     assert math.isnan(scores["replacement"]) and math.isnan(scores["completeness"])
+
+
+def test_layer_ordered_pass_equals_the_path_length_sum(dag):
+    """Given the nodes' layers, influence is one pass over the edges (top layer down), with the same result."""
+    from circuit_atlas.graph.influence import _propagate_by_layer, propagate
+
+    w = logit_weights(dag)
+    norm = dag.csr.abs_normalized()
+    fast = _propagate_by_layer(norm, dag.row_nodes, dag.n_nodes, w, dag.layer)
+    assert fast is not None  # the hand DAG's edges all go up the layers: the one-pass order holds
+    assert fast.tolist() == pytest.approx(DAG_INFLUENCE, abs=1e-6)
+    assert propagate(norm, dag.row_nodes, dag.n_nodes, w, node_layer=dag.layer).tolist() == fast.tolist()
+
+
+def test_layers_that_do_not_order_the_edges_fall_back_to_the_exact_sum(dag):
+    """Wrong layers (an edge within one layer, or going down) cannot give a wrong influence."""
+    from circuit_atlas.graph.influence import _propagate_by_layer
+
+    w = logit_weights(dag)
+    norm = dag.csr.abs_normalized()
+    flat = torch.zeros_like(dag.layer)  # f2 <- f0, f1 now sit in one layer: the one-pass order breaks
+    assert _propagate_by_layer(norm, dag.row_nodes, dag.n_nodes, w, flat) is None
+    I = node_influence(dag.csr, dag.row_nodes, dag.n_nodes, w, node_layer=flat)
+    assert I.tolist() == pytest.approx(DAG_INFLUENCE, abs=1e-6)
+    upside_down = -dag.layer
+    I = node_influence(dag.csr, dag.row_nodes, dag.n_nodes, w, node_layer=upside_down)
+    assert I.tolist() == pytest.approx(DAG_INFLUENCE, abs=1e-6)
+    with pytest.raises(RuntimeError, match="iterations"):  # a cycle still raises, layers or not
+        edges = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+        node_influence(edges, torch.tensor([0, 1]), 2, torch.tensor([1.0, 0.0]), node_layer=torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="node_layer"):
+        node_influence(dag.csr, dag.row_nodes, dag.n_nodes, w, node_layer=dag.layer[:3])
+
+
+def test_layer_ordered_pass_on_a_random_layered_dag():
+    """Many layers, rows of one layer interleaved with others in storage: equals the closed form."""
+    gen = torch.Generator().manual_seed(1)
+    n = 80
+    layer = torch.randint(0, 7, (n,), generator=gen)
+    layer[-3:] = 7  # three logit-like nodes on top
+    A = torch.randn(n, n, generator=gen) * (torch.rand(n, n, generator=gen) < 0.3)
+    A *= layer[:, None] > layer[None, :]  # edges only from strictly lower layers
+    rows = torch.arange(10, n)
+    w = torch.zeros(n)
+    w[-3:] = torch.tensor([0.5, 0.3, 0.1])
+    I = node_influence(A[rows, : n - 3], rows, n, w, node_layer=layer)
+    norm = torch.zeros(n, n, dtype=torch.float64)
+    norm[rows, : n - 3] = normalized_abs(A[rows, : n - 3]).double()
+    eye = torch.eye(n, dtype=torch.float64)
+    closed = w.double() @ (torch.linalg.inv(eye - norm) - eye)
+    assert torch.allclose(I.double(), closed, atol=1e-5)
