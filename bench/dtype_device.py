@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from circuit_atlas import ReplacementModel, attribute
-from circuit_atlas.demo import PROMPT
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's circuit_atlas
+
+from circuit_atlas import ReplacementModel, attribute  # noqa: E402
+from circuit_atlas.demo import PROMPT  # noqa: E402
 
 COMBOS = [  # (weight dtype, compute dtype)
     (torch.float32, torch.float32),

@@ -66,6 +66,9 @@ def test_caller_model_and_transcoders_are_never_mutated(arch, dtype, compute, to
     assert tc.dtype == torch.float32, "the caller's Transcoders were cast"
     assert all(torch.equal(a, b) for a, b in zip(tc.W_enc + tc.b_dec, tc_before))
     assert model.transcoders.dtype == (compute or dtype)
+    # and the train flag does not reach our forward: no dropout, the same logits as an eval-mode copy
+    evaluated = ReplacementModel(copy.deepcopy(hf).eval(), tok, tc, dtype=dtype, compute_dtype=compute)
+    assert torch.equal(evaluated.logits(PROMPT), logits)
 
 
 def test_weights_are_shared_when_dtype_and_device_match(tok):
