@@ -10,7 +10,7 @@ dtype of every computed value: residual stream, attention patterns, norm scales,
 activations, cotangents, graph edges before they are stored. bf16 or fp16 weights with
 compute_dtype=torch.float32 keep the model at half the memory while every sum accumulates and
 every result is rounded in float32: each weight matrix is cast to float32 at its product
-(models/ops.linear), one at a time. Norm gains and the transcoders (whose rows attribution reads
+(models/linear.py), one at a time. Norm gains and the transcoders (whose rows attribution reads
 directly) are held in the compute dtype.
 """
 

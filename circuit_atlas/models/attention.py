@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .ops import apply_norm, linear, norm_scale
+from .linear import linear
+from .norms import apply_norm, norm_scale
 from .weights import Attention, ModelWeights
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .attention import queries_keys, softmax_pattern
-from .ops import linear
+from .linear import linear
 from .weights import Attention
 
 

@@ -13,7 +13,7 @@ import torch
 # Re-exported: the maths used to live here, and other modules import it by these names.
 from .attention import attention_ov, attention_pattern, layer_rotary_tables, rotary_tables, rotate_half, softmax_pattern
 from .layers import Options, embed, run_layers, unembed
-from .ops import apply_norm, norm_scale, normalize
+from .norms import apply_norm, norm_scale, normalize
 from .sites import INPUT_SITES, OUTPUT_SITES
 from .weights import ModelWeights
 

@@ -20,7 +20,8 @@ import torch
 from ..transcoders import Transcoders
 from .forward import CleanRun
 from .layers import Options, Replacement, run_layers
-from .ops import linear_T, norm_T
+from .linear import linear_T
+from .norms import norm_T
 from .sites import norm_after_output, site_input_T
 from .weights import ModelWeights
 

@@ -25,8 +25,9 @@ import torch
 
 from .attention import attention_ov, attention_pattern, layer_rotary_tables
 from .cache import LayerCache, cached_attention
-from .ops import apply_norm, linear, norm_scale
-from .sites import norm_after_output, site_input
+from .linear import linear
+from .norms import apply_norm, norm_scale
+from .sites import norm_after_output, norm_before_output, site_input
 from .weights import ModelWeights, Norm
 
 SCALE_NAMES = ("ln1", "post_attn", "ln2", "post_mlp")
@@ -123,26 +124,24 @@ def run_layers(w: ModelWeights, embeddings: torch.Tensor, opts: Options) -> Trac
         x_in = site_input(opts.input_site, b.ln2, r_mid, s2)
         delta = None if opts.edit is None else opts.edit(l, x_in)
 
-        # MLP: the replacement (clean output-site value + skip change + delta) or the real MLP.
+        # MLP: the value at the output site is the replacement (clean value + skip change) or the
+        # real MLP's, plus any delta; the post-MLP norm (if any) sits on one side of the site or the other.
         if opts.replace is not None and opts.replace.covers(l):
             rep, tc = opts.replace, opts.replace.transcoders
             site = rep.outputs[l] if delta is None else rep.outputs[l] + delta
             skip = tc.skip(l, x_in)
             if skip is not None:  # the skip path stays live; its clean value is inside the clean output
                 site = site + skip - tc.skip(l, rep.inputs[l])
-            post = norm_after_output(opts.output_site, b)
-            out = site if post is None else apply_norm(post, site, scale("post_mlp", l, post, site))
         else:
             mlp_in = x_in if opts.input_site == "mlp.hook_in" else apply_norm(b.ln2, r_mid, s2)
-            raw = b.mlp(mlp_in)
-            if delta is not None and opts.output_site == "mlp.hook_out":
-                raw = raw + delta
-            out = raw
-            if b.post_mlp_norm is not None:
-                out = apply_norm(b.post_mlp_norm, raw, scale("post_mlp", l, b.post_mlp_norm, raw))
-            if delta is not None and opts.output_site == "hook_mlp_out":
-                out = out + delta
-            site = raw if opts.output_site == "mlp.hook_out" else out
+            site = b.mlp(mlp_in)
+            pre = norm_before_output(opts.output_site, b)
+            if pre is not None:
+                site = apply_norm(pre, site, scale("post_mlp", l, pre, site))
+            if delta is not None:
+                site = site + delta
+        post = norm_after_output(opts.output_site, b)
+        out = site if post is None else apply_norm(post, site, scale("post_mlp", l, post, site))
         trace.feature_inputs.append(x_in)
         trace.mlp_outputs.append(site)
         if opts.record:

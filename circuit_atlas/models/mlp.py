@@ -3,7 +3,7 @@
 Running the HF module would tie it to the HF model's own dtype and device (and its train/eval
 dropout), so a ReplacementModel in another dtype would have to cast the caller's model in place.
 Reading the weights instead keeps the caller's model untouched and lets bf16 weights feed a
-float32 computation (ops.linear casts each matrix at use). Only the activation function is taken
+float32 computation (linear.py casts each matrix at use). Only the activation function is taken
 from the HF module: it holds no state and is exactly the family's (SiLU, tanh-GELU, ...).
 
     gated (Llama, Qwen, Gemma):  down(act(gate(x)) * up(x))
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .ops import linear
+from .linear import linear
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..transcoders.transcoder import INPUT_HOOKS, OUTPUT_HOOKS
-from .ops import apply_norm, norm_T, normalize
+from .norms import apply_norm, norm_T, normalize
 from .weights import Block, Norm
 
 INPUT_SITES = INPUT_HOOKS
@@ -41,11 +41,11 @@ def site_input_T(site: str, ln2: Norm, g_in: torch.Tensor, scale: torch.Tensor) 
     return norm_T(ln2, g_in, scale, with_gain=site == "mlp.hook_in")
 
 
+def norm_before_output(site: str, block: Block) -> Norm | None:
+    """The norm between the MLP module's output and output `site`, if any (Gemma's post-MLP norm)."""
+    return block.post_mlp_norm if site == "hook_mlp_out" else None
+
+
 def norm_after_output(site: str, block: Block) -> Norm | None:
     """The norm between output `site` and the residual stream, if any (Gemma's post-MLP norm)."""
     return block.post_mlp_norm if site == "mlp.hook_out" else None
-
-
-def output_site_value(site: str, block: Block, raw: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
-    """The value at output `site` given the MLP's raw output and what it adds to the residual."""
-    return raw if site == "mlp.hook_out" else added

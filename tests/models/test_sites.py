@@ -10,8 +10,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from circuit_atlas.models.ops import norm_scale
-from circuit_atlas.models.sites import INPUT_SITES, OUTPUT_SITES, norm_after_output, site_input, site_input_T
+from circuit_atlas.models.norms import norm_scale
+from circuit_atlas.models.sites import (
+    INPUT_SITES,
+    OUTPUT_SITES,
+    norm_after_output,
+    norm_before_output,
+    site_input,
+    site_input_T,
+)
 from circuit_atlas.models.weights import Block, Norm
 
 F64 = torch.float64
@@ -48,4 +55,5 @@ def test_site_values():
     block = Block(ln1=ln2, attn=None, post_attn_norm=None, ln2=ln2, mlp=None, post_mlp_norm=post)
     assert norm_after_output("mlp.hook_out", block) is post  # written before the post-MLP norm
     assert norm_after_output("hook_mlp_out", block) is None  # written after it
+    assert norm_before_output("hook_mlp_out", block) is post and norm_before_output("mlp.hook_out", block) is None
     assert set(OUTPUT_SITES) == {"mlp.hook_out", "hook_mlp_out"}

@@ -1,30 +1,12 @@
-"""The elementary maths every pass shares: linear maps and norms, forward and transposed.
-
-Weights may be stored in a narrower dtype than the computation runs in (bf16 weights, float32
-activations: ModelWeights.dtype is the compute dtype). Matrix products do not promote dtypes in
-torch, so `linear` casts the weight to the input's dtype at use: one matrix at a time, nothing
-kept. Elementwise ops (norm gains, biases) promote on their own and need no cast.
+"""Norms (RMSNorm, LayerNorm) split into their data-dependent scale and the linear rest, and the
+transpose of a norm whose scale is frozen (what attribution pushes cotangents through).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:  # weights.py imports this module (the MLP); the type is only a hint here
-    from .weights import Norm
-
-
-def linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., in) @ W.T (W stored (out, in)) + b, computed in x's dtype."""
-    y = x @ W.to(x.dtype).T
-    return y if b is None else y + b.to(x.dtype)
-
-
-def linear_T(g: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """Transpose of x -> x @ W.T: cotangents g (..., out) -> (..., in), in g's dtype."""
-    return g @ W.to(g.dtype)
+from .weights import Norm
 
 
 def norm_scale(norm: Norm, x: torch.Tensor) -> torch.Tensor:
