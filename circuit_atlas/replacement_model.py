@@ -1,12 +1,22 @@
 """A Hugging Face causal LM paired with transcoders: the object attribution works on.
 
-The HF model is composed, never subclassed: its weights are read into a uniform layout
-(models/weights.py) and its MLP modules are called as they are. Our explicit forward
-(models/forward.py) reproduces its logits and records what attribution freezes.
+The HF model is composed, never subclassed, and never modified: its weights are read into a
+uniform layout (models/weights.py; shared where dtype and device already match, copied where
+not) and our explicit forward (models/layers.py) reproduces its logits and records what
+attribution freezes.
+
+Dtypes. `dtype` is the dtype the weights are held in; `compute_dtype` (default: `dtype`) is the
+dtype of every computed value: residual stream, attention patterns, norm scales, feature
+activations, cotangents, graph edges before they are stored. bf16 or fp16 weights with
+compute_dtype=torch.float32 keep the model at half the memory while every sum accumulates and
+every result is rounded in float32: each weight matrix is cast to float32 at its product
+(models/linear.py), one at a time. Norm gains and the transcoders (whose rows attribution reads
+directly) are held in the compute dtype.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -82,16 +92,25 @@ class ReplacementModel:
         device: torch.device | str | None = None,
         name: str | None = None,
         allow_model_mismatch: bool = False,
+        compute_dtype: torch.dtype | None = None,
     ):
         self.architecture: Architecture = architecture_for(_model_type(hf_model))
-        self.hf_model = hf_model
+        self.hf_model = hf_model  # kept as given: never cast, moved or switched to eval
         self.tokenizer = tokenizer
-        self.dtype = dtype or next(hf_model.parameters()).dtype
+        self.weight_dtype = dtype or next(hf_model.parameters()).dtype
+        self.dtype = compute_dtype or self.weight_dtype  # the dtype of every result
+        for role, dt in (("dtype", self.weight_dtype), ("compute_dtype", self.dtype)):
+            if not (isinstance(dt, torch.dtype) and dt.is_floating_point):
+                raise ValueError(f"{role} must be a floating-point torch.dtype (e.g. torch.bfloat16), got {dt!r}")
+        if torch.finfo(self.dtype).bits < torch.finfo(self.weight_dtype).bits:
+            raise ValueError(
+                f"compute_dtype {self.dtype} is narrower than the weights' dtype {self.weight_dtype}; "
+                "compute in the weights' dtype or wider (e.g. dtype=torch.bfloat16, compute_dtype=torch.float32)"
+            )
         self.device = torch.device(device) if device is not None else next(hf_model.parameters()).device
-        # The HF MLPs run inside our forward, so the model must live in our dtype and device.
-        hf_model.to(device=self.device, dtype=self.dtype)
-        hf_model.eval()
-        self.weights: ModelWeights = read_weights(hf_model, self.architecture, self.dtype, self.device)
+        self.weights: ModelWeights = read_weights(
+            hf_model, self.architecture, self.weight_dtype, self.device, compute_dtype=self.dtype
+        )
         self.name = name or getattr(hf_model.config, "_name_or_path", "") or self.architecture.name
         if transcoders.n_layers != self.weights.n_layers:
             raise ValueError(
@@ -108,7 +127,8 @@ class ReplacementModel:
         if not allow_model_mismatch:
             names = [self.name, getattr(hf_model.config, "_name_or_path", "") or ""]
             check_recorded_model(transcoders, self, [n for n in names if n])
-        self.transcoders = transcoders.to(self.device, self.dtype)
+        # A shallow copy, so the caller's Transcoders object keeps its own tensors, dtype and device.
+        self.transcoders = dataclasses.replace(transcoders).to(self.device, self.dtype)
 
     @classmethod
     def from_pretrained(
@@ -119,8 +139,12 @@ class ReplacementModel:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         allow_model_mismatch: bool = False,
+        compute_dtype: torch.dtype | None = None,
     ) -> ReplacementModel:
         """Load a local HF model directory (or a .gguf file) and a transcoder directory (any supported format).
+
+        dtype: the weights' dtype (default float32), loaded straight into it; compute_dtype: see the module
+        docstring (e.g. dtype=torch.bfloat16, compute_dtype=torch.float32).
 
         Shipped names work too: `from_pretrained("toyworld", "toyworld-clt")`, and Hugging Face Hub ids
         (`"google/gemma-2-2b"`, `"mntss/gemma-scope-transcoders@main"`), downloaded or found in the Hub cache.
@@ -164,7 +188,7 @@ class ReplacementModel:
         dtype = dtype or torch.float32
         hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
         return cls(hf_model, tokenizer, transcoders, dtype=dtype, device=device, name=str(model),  # "toyworld" stays
-                   allow_model_mismatch=allow_model_mismatch)  # fmt: skip
+                   allow_model_mismatch=allow_model_mismatch, compute_dtype=compute_dtype)  # fmt: skip
 
     # --- facts ---------------------------------------------------------------------------
     @property

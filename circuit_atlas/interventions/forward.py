@@ -27,15 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.cache import LayerCache, cached_attention
-from ..models.forward import (
-    CleanRun,
-    apply_norm,
-    layer_rotary_tables,
-    norm_scale,
-    normalize,
-    unembed,
-)
+from ..models.cache import LayerCache
+from ..models.forward import CleanRun
+from ..models.layers import Options, Replacement, embed, run_layers
 from .spec import Feature, Intervention, Supernode
 
 MODES = ("free", "frozen_attention", "constrained")
@@ -232,12 +226,6 @@ class InterventionRunner:
     def length(self) -> int:
         return self.caches[0].length
 
-    def _site_input(self, l: int, r_mid: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-        b, site = self.w.blocks[l], self.tc.input_hook
-        if site == "hook_resid_mid":
-            return r_mid
-        return normalize(b.ln2, r_mid, s2) if site == "ln2.hook_normalized" else apply_norm(b.ln2, r_mid, s2)
-
     @torch.no_grad()
     def step(self, new_ids: torch.Tensor) -> StepOutput:
         w, tc, c = self.w, self.tc, self.clean
@@ -248,42 +236,22 @@ class InterventionRunner:
         on_prompt = c is not None and lo == 0 and hi == self.n_prompt
         freeze_attention = on_prompt and self.mode.kind in ("frozen_attention", "constrained")
         freeze_norms = on_prompt and self.mode.kind == "constrained" and self.mode.layers is None
+        replaced = on_prompt and self.mode.kind == "constrained"
 
-        def scale_of(norm, x, name, l=None):
-            if freeze_norms:
-                return c.final_scale if name == "final" else c.scales[name][l]
-            return norm_scale(norm, x)
-
-        r = w.embed[new_ids] * w.embed_scale
-        if w.position_embed is not None:
-            r = r + w.position_embed[lo:hi]
-        # Rotary tables of the new positions, per layer (Gemma-3's layer types have their own bases).
-        rotary = [
-            (None, None) if cos is None else (cos[lo:hi], sin[lo:hi]) for cos, sin in layer_rotary_tables(w, hi, r)
-        ]
-        pending = torch.zeros((w.n_layers, n, w.d_model), dtype=r.dtype, device=r.device)  # decoder deltas
+        embeddings = embed(w, new_ids)
+        pending = torch.zeros((w.n_layers, n, w.d_model), dtype=embeddings.dtype, device=embeddings.device)
         acts_out, pre_out = [], []
-        for l, b in enumerate(w.blocks):
-            # Attention (pattern frozen or live) and the norms around it.
-            x1 = apply_norm(b.ln1, r, scale_of(b.ln1, r, "ln1", l))
-            pattern = c.patterns[l] if freeze_attention else None
-            a, _ = cached_attention(b.attn, x1, self.caches[l], *rotary[l], pattern)
-            if b.post_attn_norm is not None:
-                a = apply_norm(b.post_attn_norm, a, scale_of(b.post_attn_norm, a, "post_attn", l))
-            r_mid = r + a
-            s2 = scale_of(b.ln2, r_mid, "ln2", l)
-            x_in = self._site_input(l, r_mid, s2)
 
-            # Features: encode, then move the intervened ones to their targets through the decoder.
+        def edit(l: int, x_in: torch.Tensor) -> torch.Tensor:
+            """Encode layer l's features, move the intervened ones to their targets through the decoder."""
             pre = tc.encode(l, x_in)
             acts = tc.activate(l, pre)
-            constrained_here = on_prompt and self.mode.constrains(l)
-            reference = self.clean_acts[l] if constrained_here else acts
+            reference = self.clean_acts[l] if replaced and self.mode.constrains(l) else acts
             for e in (e for e in self.edits if e.layer == l):
                 local = [p - lo for p in e.positions(lo, hi)]
                 if not local:
                     continue
-                idx = torch.tensor(local, device=r.device)
+                idx = torch.tensor(local, device=x_in.device)
                 current = reference[idx, e.index]
                 target = torch.full_like(current, e.value) if e.value is not None else current * e.scale
                 delta = target - current
@@ -292,25 +260,18 @@ class InterventionRunner:
                 acts[idx, e.index] = target
             acts_out.append(acts)
             pre_out.append(pre)
+            return pending[l]
 
-            # MLP output: held at its clean value where constrained, the real MLP elsewhere.
-            if constrained_here:
-                out = c.mlp_outputs[l] + pending[l]
-                if tc.has_skip:  # the skip path stays live, as in the attribution's linear model
-                    out = out + tc.skip(l, x_in) - tc.skip(l, c.feature_inputs[l])
-                if tc.output_hook == "mlp.hook_out" and b.post_mlp_norm is not None:
-                    out = apply_norm(b.post_mlp_norm, out, scale_of(b.post_mlp_norm, out, "post_mlp", l))
-            else:
-                mlp_in = apply_norm(b.ln2, r_mid, s2)
-                out = b.mlp(mlp_in[None])[0]
-                if tc.output_hook == "mlp.hook_out":
-                    out = out + pending[l]
-                if b.post_mlp_norm is not None:
-                    out = apply_norm(b.post_mlp_norm, out, norm_scale(b.post_mlp_norm, out))
-                if tc.output_hook == "hook_mlp_out":
-                    out = out + pending[l]
-            r = r_mid + out
-
-        z = apply_norm(w.final_norm, r, scale_of(w.final_norm, r, "final"))
-        logits_pre, logits = unembed(w, z)
-        return StepOutput(logits, logits_pre, acts_out, pre_out)
+        opts = Options(
+            tc.input_hook,
+            tc.output_hook,
+            patterns=c.patterns if freeze_attention else None,
+            scales=c.scales if freeze_norms else None,
+            final_scale=c.final_scale if freeze_norms else None,
+            # constrained layers: the MLP output held at its clean value (plus skip change and edits)
+            replace=Replacement(c.mlp_outputs, c.feature_inputs, tc, self.mode.layers) if replaced else None,
+            edit=edit,
+            caches=self.caches,
+        )
+        t = run_layers(w, embeddings, opts)
+        return StepOutput(t.logits, t.logits_pre_softcap, acts_out, pre_out)

@@ -257,7 +257,7 @@ def generate(
         out = runner.step(torch.tensor([token], device=ids.device))
         for l, a in enumerate(out.activations):
             acts[l].append(a)
-    new = torch.tensor(new_ids, dtype=torch.long)
+    new = torch.tensor(new_ids, dtype=torch.long, device=ids.device)
     return Generation(
         prompt_ids=ids,
         new_ids=new,

@@ -25,6 +25,10 @@ class Architecture:
     ln2: str  # pre-MLP norm
     attention: str
     mlp: str
+    mlp_up: str = "up_proj"  # inside the MLP module (models/mlp.py writes the MLP from these weights)
+    mlp_down: str = "down_proj"
+    mlp_gate: str | None = "gate_proj"  # None: an ungated MLP, down(act(up(x)))
+    mlp_act: str = "act_fn"  # the (stateless) activation module the MLP calls
     q: str = "q_proj"
     k: str = "k_proj"
     v: str = "v_proj"
@@ -93,6 +97,10 @@ GPT2 = Architecture(
     ln2="ln_2",
     attention="attn",
     mlp="mlp",
+    mlp_up="c_fc",
+    mlp_down="c_proj",
+    mlp_gate=None,
+    mlp_act="act",
     fused_qkv="c_attn",
     o="c_proj",
     conv1d=True,

@@ -1,4 +1,4 @@
-"""Attention over a key/value cache: the incremental form of forward.attention_pattern/_ov.
+"""Attention over a key/value cache: the incremental form of attention.attention_pattern/_ov.
 
 Generation feeds a few new positions at a time; their keys and values are appended to the
 layer's cache and their queries attend over everything cached so far. With an empty cache
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .forward import apply_norm, norm_scale, rotate_half, softmax_pattern
+from .attention import queries_keys, softmax_pattern
+from .linear import linear
 from .weights import Attention
 
 
@@ -41,16 +42,8 @@ def cached_attention(
     n = x.shape[0]
     start = cache.length
     H, Hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
-    q = (x @ attn.W_Q.T + (0 if attn.b_Q is None else attn.b_Q)).view(n, H, dh)
-    k = (x @ attn.W_K.T + (0 if attn.b_K is None else attn.b_K)).view(n, Hkv, dh)
-    v = (x @ attn.W_V.T + (0 if attn.b_V is None else attn.b_V)).view(n, Hkv, dh)
-    if attn.q_norm is not None:
-        q = apply_norm(attn.q_norm, q, norm_scale(attn.q_norm, q))
-        k = apply_norm(attn.k_norm, k, norm_scale(attn.k_norm, k))
-    q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # (heads, n, dh)
-    if cos is not None:
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+    q, k = queries_keys(attn, x, cos, sin)  # (H, n, dh), (Hkv, n, dh)
+    v = linear(x, attn.W_V, attn.b_V).view(n, Hkv, dh).transpose(0, 1)
     cache.keys.append(k)
     cache.values.append(v)
     K = torch.cat(cache.keys, dim=1).repeat_interleave(H // Hkv, dim=0)  # (H, t, dh)
@@ -58,5 +51,4 @@ def cached_attention(
     if pattern is None:
         pattern = softmax_pattern(attn, q, K, start)
     z = (pattern @ V).transpose(0, 1).reshape(n, H * dh)  # (n, H*dh)
-    out = z @ attn.W_O.T
-    return (out if attn.b_O is None else out + attn.b_O), pattern
+    return linear(z, attn.W_O, attn.b_O), pattern

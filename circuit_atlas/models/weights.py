@@ -2,6 +2,10 @@
 
 Linear maps are stored nn.Linear-style, W (out, in), so y = x @ W.T + b, whatever the
 family's own storage (GPT-2's Conv1D is transposed here, its fused QKV split).
+
+Two dtypes: weights are stored in `weight_dtype` and every computation runs in `dtype` (the
+compute dtype, float32 for bf16 weights "with float32 accumulation"). Reading never writes to the
+HF model: a tensor already in the right dtype and device is shared, any other is a copy.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import torch
 from torch import nn
 
 from .architectures import Architecture
+from .mlp import MLP
 
 
 @dataclass
@@ -49,7 +54,7 @@ class Block:
     attn: Attention
     post_attn_norm: Norm | None
     ln2: Norm
-    mlp: nn.Module  # the HF MLP module itself, run as-is in the clean forward
+    mlp: MLP  # written from the HF MLP's weights (models/mlp.py)
     post_mlp_norm: Norm | None
 
 
@@ -66,6 +71,7 @@ class ModelWeights:
     final_softcap: float | None
     rotary: nn.Module | None  # HF rotary-embedding module: (x, position_ids[, layer_type]) -> (cos, sin)
     max_positions: int | None
+    dtype: torch.dtype  # the compute dtype: activations, residual stream, patterns, cotangents
 
     @property
     def n_layers(self) -> int:
@@ -93,7 +99,7 @@ def _norm(module: nn.Module, arch: Architecture, dtype, device, kind: str | None
     return Norm(kind or arch.norm_kind, gain, _tensor(bias, dtype, device), float(eps))
 
 
-def _attention(block: nn.Module, arch: Architecture, config, layer: int, dtype, device) -> Attention:
+def _attention(block: nn.Module, arch: Architecture, config, layer: int, dtype, device, norm_dtype) -> Attention:
     attn = _get(block, arch.attention)
     d = config.hidden_size if hasattr(config, "hidden_size") else config.n_embd
     H = config.num_attention_heads if hasattr(config, "num_attention_heads") else config.n_head
@@ -126,8 +132,8 @@ def _attention(block: nn.Module, arch: Architecture, config, layer: int, dtype, 
     rope_layer_type = None
     if layer_types is not None and isinstance(rope_parameters, dict) and layer_types[layer] in rope_parameters:
         rope_layer_type = layer_types[layer]
-    q_norm = _norm(_get(attn, arch.q_norm), arch, dtype, device, "rms") if arch.q_norm else None
-    k_norm = _norm(_get(attn, arch.k_norm), arch, dtype, device, "rms") if arch.k_norm else None
+    q_norm = _norm(_get(attn, arch.q_norm), arch, norm_dtype, device, "rms") if arch.q_norm else None
+    k_norm = _norm(_get(attn, arch.k_norm), arch, norm_dtype, device, "rms") if arch.k_norm else None
     t = lambda x: _tensor(x, dtype, device)  # noqa: E731
     return Attention(
         t(W_Q), t(W_K), t(W_V), t(W_O), t(b_Q), t(b_K), t(b_V), t(b_O),
@@ -137,23 +143,38 @@ def _attention(block: nn.Module, arch: Architecture, config, layer: int, dtype, 
     )  # fmt: skip
 
 
-def read_weights(hf_model: nn.Module, arch: Architecture, dtype: torch.dtype, device) -> ModelWeights:
-    """Uniform view of `hf_model`'s weights in `dtype` on `device` (MLPs stay HF modules)."""
+def _mlp(block: nn.Module, arch: Architecture, dtype, device) -> MLP:
+    mod = _get(block, arch.mlp)
+
+    def weight(name: str | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if name is None:
+            return None, None
+        lin = _get(mod, name)
+        W = lin.weight.detach().T if arch.conv1d else lin.weight.detach()  # Conv1D stores (in, out)
+        return _tensor(W, dtype, device), _tensor(getattr(lin, "bias", None), dtype, device)
+
+    (W_up, b_up), (W_down, b_down), (W_gate, b_gate) = weight(arch.mlp_up), weight(arch.mlp_down), weight(arch.mlp_gate)
+    return MLP(W_up, b_up, W_down, b_down, getattr(mod, arch.mlp_act), W_gate, b_gate)
+
+
+def read_weights(
+    hf_model: nn.Module, arch: Architecture, dtype: torch.dtype, device, compute_dtype: torch.dtype | None = None
+) -> ModelWeights:
+    """Uniform view of `hf_model`'s weights stored in `dtype` on `device`, computed in `compute_dtype`."""
     config = hf_model.config
+    cdt = compute_dtype or dtype  # norm gains are (d,) vectors: kept in the compute dtype (Gemma's 1 + w unrounded)
     blocks = []
     for l, block in enumerate(_get(hf_model, arch.layers)):
         blocks.append(
             Block(
-                ln1=_norm(_get(block, arch.ln1), arch, dtype, device),
-                attn=_attention(block, arch, config, l, dtype, device),
-                post_attn_norm=_norm(_get(block, arch.post_attn_norm), arch, dtype, device)
+                ln1=_norm(_get(block, arch.ln1), arch, cdt, device),
+                attn=_attention(block, arch, config, l, dtype, device, cdt),
+                post_attn_norm=_norm(_get(block, arch.post_attn_norm), arch, cdt, device)
                 if arch.post_attn_norm
                 else None,
-                ln2=_norm(_get(block, arch.ln2), arch, dtype, device),
-                mlp=_get(block, arch.mlp),
-                post_mlp_norm=_norm(_get(block, arch.post_mlp_norm), arch, dtype, device)
-                if arch.post_mlp_norm
-                else None,
+                ln2=_norm(_get(block, arch.ln2), arch, cdt, device),
+                mlp=_mlp(block, arch, dtype, device),
+                post_mlp_norm=_norm(_get(block, arch.post_mlp_norm), arch, cdt, device) if arch.post_mlp_norm else None,
             )
         )
     d = blocks[0].attn.W_Q.shape[1]
@@ -169,16 +190,19 @@ def read_weights(hf_model: nn.Module, arch: Architecture, dtype: torch.dtype, de
         # Use the model's own (dtype-rounded) normalizer when it keeps one, so we match it exactly.
         buffer = getattr(embed, "embed_scale", None)
         embed_scale = float(buffer) if buffer is not None else float(d**0.5)
+    embed_weight = _tensor(embed.weight, dtype, device)
     return ModelWeights(
         arch=arch,
-        embed=_tensor(embed.weight, dtype, device),
+        embed=embed_weight,
         embed_scale=embed_scale,
         position_embed=_tensor(pos, dtype, device),
         blocks=blocks,
-        final_norm=_norm(_get(hf_model, arch.final_norm), arch, dtype, device),
-        W_U=_tensor(unembed.weight, dtype, device),
+        final_norm=_norm(_get(hf_model, arch.final_norm), arch, cdt, device),
+        # A tied unembedding (Gemma) shares the embedding's copy rather than making a second one.
+        W_U=embed_weight if unembed.weight is embed.weight else _tensor(unembed.weight, dtype, device),
         b_U=_tensor(getattr(unembed, "bias", None), dtype, device),
         final_softcap=getattr(config, "final_logit_softcapping", None),
         rotary=rotary,
         max_positions=max_positions,
+        dtype=cdt,
     )

@@ -150,7 +150,7 @@ def _cuts(h: torch.Tensor, target_l0: float, margin: float, positive: bool) -> t
     else:
         c = (flat[n_on - 1] + flat[n_on]) / 2
     layer_std = float(h.std()) if T * F > 1 and float(h.std()) > 0 else 1.0
-    std = h.std(0, unbiased=False) if T > 1 else torch.zeros(F, dtype=h.dtype)
+    std = h.std(0, unbiased=False) if T > 1 else torch.zeros(F, dtype=h.dtype, device=h.device)
     r = margin * torch.where(std > 0, std, torch.full_like(std, layer_std))  # (F,)
     # The best cut is c itself, or an edge of a forbidden band [h - r, h + r] (nudged outwards).
     hs = h.T.sort(dim=1).values.contiguous()  # (F, T)
