@@ -6,7 +6,7 @@ transcoders' quality: the error nodes take the rest). The prompt is the first --
 Reference (tests/real/corpus.py). Prints the estimate, then attributes and prints tokens, active features,
 edges, the peak resident set (VmHWM, model included, and its rise during attribution) and the time.
 
-    python bench/long_prompt.py --tokens 2048 --max-feature-nodes 16 --edge-budget 1e-4 --batch-size 16
+    python bench/long_prompt.py --tokens 2048 --max-feature-nodes 8 --edge-budget 1e-5 --batch-size 8 --max-n-logits 3
 """
 
 from __future__ import annotations
