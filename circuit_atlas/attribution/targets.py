@@ -63,7 +63,7 @@ def resolve_targets(
     model, logits_pre: torch.Tensor, logits: torch.Tensor, targets, max_n_logits: int, desired_logit_prob: float
 ) -> list[Target]:
     """Targets for the last position given its pre-/post-soft-cap logits (V,)."""
-    W_U = model.weights.W_U
+    W_U = model.weights.W_U.to(model.dtype)  # stored weights may be bf16: directions in the compute dtype
     mean_u = W_U.mean(0)
     probs = torch.softmax(logits.float(), dim=-1)
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 
 from ..graph.graph import EMBEDDING, ERROR, FEATURE, Graph
+from ..models.linear import linear
 
 
 def decoder_logits(model, layer: int, feature: int) -> torch.Tensor:
     """(V,) direct logit effect of one unit of feature `feature` read at `layer`."""
     w = model.weights
     direction = model.transcoders.W_dec[layer][feature].sum(0) * w.final_norm.gain  # (d,)
-    return w.W_U @ direction
+    return linear(direction, w.W_U)  # W_U @ direction, in the compute dtype (W_U may be stored bf16)
 
 
 def promoted_tokens(model, layer: int, feature: int, k: int = 5) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..models.forward import apply_norm, norm_scale
+from ..models.linear import linear
 from .describe import decoder_logits, promoted_tokens
 
 
@@ -39,9 +40,7 @@ def where_tokens_appear(model, prompt: str, tokens: list[str], positions: dict[s
     rows = []
     for l in range(model.n_layers):
         resid = run.feature_inputs[l] + run.mlp_outputs[l]  # residual stream after layer l
-        lens = apply_norm(w.final_norm, resid, norm_scale(w.final_norm, resid)) @ w.W_U.T
-        if w.b_U is not None:
-            lens = lens + w.b_U
+        lens = linear(apply_norm(w.final_norm, resid, norm_scale(w.final_norm, resid)), w.W_U, w.b_U)  # W_U may be bf16
         row = {"layer": l}
         for group, p in positions.items():
             for t, tid in zip(tokens, tids):

@@ -46,3 +46,28 @@ def test_needs_residual_sites():
     tc = tiny_transcoders(hf, "plt", False, "jumprelu", "mlp.hook_in", "mlp.hook_out", prompt_ids(tok), seed=1)
     with pytest.raises(ValueError, match="needs transcoders read at hook_resid_mid"):
         where_tokens_appear(ReplacementModel(hf, tok, tc), PROMPT, ["Austin"], {"is": -1})
+
+
+def test_bf16_weights_with_float32_compute():
+    """Weights stored bf16, computed in float32: the lens, the decoder logits and the logit targets all run in
+    float32 and equal the float32 model built on the same bf16-rounded weights (they used to fail on mixed
+    dtypes, and the logit directions were bf16-rounded)."""
+    from circuit_atlas.attribution.targets import resolve_targets
+
+    tok = tiny_tokenizer()
+    hf = tiny_model("llama", 0, tokenizer=tok)
+    tc = tiny_transcoders(hf, "clt", True, "jumprelu", prompt_ids=prompt_ids(tok), seed=1)
+    hf = hf.to(torch.bfloat16).float()  # bf16-representable weights: storing them bf16 loses nothing more
+    mixed = ReplacementModel(hf, tok, tc, dtype=torch.bfloat16, compute_dtype=torch.float32)
+    rounded = ReplacementModel(hf, tok, tc, dtype=torch.float32)
+    last = len(mixed.tokenize(PROMPT)) - 1
+    args = (PROMPT, ["Austin", "the"], {"is": last})
+    assert where_tokens_appear(mixed, *args) == where_tokens_appear(rounded, *args)
+    d_mixed, d_rounded = decoder_logits(mixed, 1, 3), decoder_logits(rounded, 1, 3)
+    assert d_mixed.dtype == torch.float32
+    assert torch.allclose(d_mixed, d_rounded, rtol=1e-5, atol=1e-6)
+    logits = rounded.logits(rounded.tokenize(PROMPT))[last]
+    t_mixed = resolve_targets(mixed, logits, logits, None, 3, 0.95)
+    t_rounded = resolve_targets(rounded, logits, logits, None, 3, 0.95)
+    for a, b in zip(t_mixed, t_rounded):
+        assert a.vector.dtype == torch.float32 and torch.allclose(a.vector, b.vector, rtol=0, atol=1e-7)
