@@ -56,6 +56,48 @@ def run(model, n_cities: int, n_words: int, seed: int, progress: bool = True) ->
     return {name: ex.summarize(runner.trials[name]) for name in sorted(runner.trials)}
 
 
+def sites(model, n_cities: int, seed: int) -> dict[str, float]:
+    """Where the two-hop answer lives: the fraction of sampled prompts whose answer loses top-1 when every
+    active feature at a site is switched off (x0), in frozen-attention and in constrained (linear) mode.
+
+    city: the city's tokens; after: every position after the city; last: the final position; region:
+    the recipe's region features. Zeroing "city" leaving the answer while "last" changes it means the
+    final position can compute the capital from the raw city tokens that attention moves there.
+    """
+    import torch
+
+    from circuit_atlas.interventions import discovery as d
+    from circuit_atlas.interventions import recipes as rc
+    from circuit_atlas.toyworld import experiments as ex
+
+    runner = ex.Runner(model, progress=False)
+    counts: dict[str, int] = {}
+    picks = sample_cities(n_cities, seed)
+    for city, region, _ in picks:
+        prompt, answer = ex.two_hop_prompt(city, region), " " + region.capital
+        reference = ex.two_hop_prompt(ex.reference_city(region), region)
+        found = rc.region_supernodes(model, prompt, city, answer, reference, graph=runner.graph(prompt),
+                                     reference_features=runner.acts(reference), pruned=runner.pruned(prompt))  # fmt: skip
+        acts, span = runner.acts(prompt), d.token_span(model, prompt, city)
+        last = len(model.tokenize(prompt)) - 1
+        groups = {
+            "city": {f: v for f, v in acts.items() if f.position in span},
+            "after": {f: v for f, v in acts.items() if f.position > span[-1]},
+            "last": {f: v for f, v in acts.items() if f.position == last},
+            "region": found.region,
+        }
+        for name, features in groups.items():
+            for mode in ("frozen_attention", "constrained"):
+                key = f"{name} x0 ({mode})"
+                if features:
+                    logits = model.intervene(prompt, rc.ablate(features, 0.0), mode=mode).logits[-1]
+                    changed = model.tokenizer.decode([int(torch.argmax(logits))]) != answer
+                else:
+                    changed = False
+                counts[key] = counts.get(key, 0) + changed
+    return {k: v / len(picks) for k, v in counts.items()}
+
+
 def format_rates(summaries: dict) -> str:
     lines = []
     for name, s in summaries.items():
@@ -76,6 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--words", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sites", action="store_true", help="also: where the two-hop answer lives (site ablations)")
     ap.add_argument("--json", default=None, help="write the summaries here")
     a = ap.parse_args(argv)
     import torch
@@ -88,6 +131,9 @@ def main(argv=None) -> int:
     summaries = run(model, a.cities, a.words, a.seed)
     print(f"{a.model} + {a.transcoders}: {a.cities} cities, {a.words} words x 3 languages, {time.time() - t0:.0f} s")
     print(format_rates(summaries))
+    if a.sites:
+        for k, v in sites(model, a.cities, a.seed).items():
+            print(f"answer changes, {k:<34} {100 * v:5.0f}%")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(summaries, f, indent=1)
