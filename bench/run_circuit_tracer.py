@@ -10,9 +10,10 @@ own cache layout (CIRCUIT_TRACER_CACHE_DIR), runs one warm-up attribute() on a s
 the measured
 
     attribute(input_ids, model, max_n_logits=10, desired_logit_prob=0.95, batch_size=256,
-              max_feature_nodes=None)
+              max_feature_nodes=None)   # or --max-feature-nodes K
 
-and writes bench/work/<size>/ct_<kind>.safetensors (adjacency + node tables) and ct_<kind>.json
+and writes bench/work/<size>/ct_<stem>.safetensors (adjacency + node tables) and ct_<stem>.json
+(<stem> = <kind>, or <kind>_m<K> under --max-feature-nodes K)
 (timings, memory, counts). No pickle.
 """
 
@@ -64,6 +65,11 @@ def log(msg: str) -> None:
     print(f"[circuit-tracer] {msg}", flush=True)
 
 
+def stem(kind: str, max_feature_nodes: int | None) -> str:
+    """File stem of one case's outputs: `plt`, or `plt_m2048` under max_feature_nodes=2048."""
+    return kind if max_feature_nodes is None else f"{kind}_m{max_feature_nodes}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", required=True)
@@ -75,6 +81,9 @@ def main() -> None:
         type=int,
         default=1,
         help="measured attribute() calls; the median wall time is reported (default 1)",
+    )
+    ap.add_argument(
+        "--max-feature-nodes", type=int, default=None, help="feature rows to compute, by influence (default: all)"
     )
     ap.add_argument("--verbose", action="store_true", help="circuit-tracer's own phase logging")
     args = ap.parse_args()
@@ -145,7 +154,12 @@ def main() -> None:
     log(f"TransformerLens logits vs the fixture's HF logits: max rel diff {logit_err:.2e}")
     if logit_err > 1e-4:
         raise SystemExit(f"TransformerLens does not reproduce the fixture model (rel diff {logit_err:.2e})")
-    kwargs = dict(max_n_logits=10, desired_logit_prob=0.95, batch_size=args.batch_size, max_feature_nodes=None)
+    kwargs = dict(
+        max_n_logits=10,
+        desired_logit_prob=0.95,
+        batch_size=args.batch_size,
+        max_feature_nodes=args.max_feature_nodes,
+    )
 
     warm_s = None
     if not args.no_warmup:
@@ -180,7 +194,7 @@ def main() -> None:
 
     from safetensors.torch import save_file
 
-    out = root / f"ct_{args.kind}"
+    out = root / f"ct_{stem(args.kind, args.max_feature_nodes)}"
     save_file(
         {
             "adjacency": adj,
@@ -199,6 +213,7 @@ def main() -> None:
         "size": args.size,
         "kind": args.kind,
         "batch_size": args.batch_size,
+        "max_feature_nodes": args.max_feature_nodes,
         "threads": torch.get_num_threads(),
         "attribute_s": wall,
         "attribute_runs_s": walls,
