@@ -292,7 +292,8 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
         row["ct"], row["ct_status"] = json.loads(ct_json.read_text()), "reused"
     else:
         ct_json.unlink(missing_ok=True)
-        cmd = [VENV_PY, BENCH / "run_circuit_tracer.py", "--size", size, "--kind", kind, "--repeats", repeats]
+        ct_repeats = args.ct_repeats or repeats
+        cmd = [VENV_PY, BENCH / "run_circuit_tracer.py", "--size", size, "--kind", kind, "--repeats", ct_repeats]
         cmd += ["--verbose"] + (["--max-feature-nodes", mfn] if mfn is not None else [])
         load0 = os.getloadavg()
         try:
@@ -314,6 +315,7 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
         row["ours"], row["ours_status"] = json.loads(ours_json.read_text()), "reused"
     else:
         ours_json.unlink(missing_ok=True)
+        (root / f"ours_{st}.error.json").unlink(missing_ok=True)
         cmd = [sys.executable, BENCH / "run_ours.py", "--size", size, "--kind", kind, "--repeats", repeats]
         cmd += ["--max-feature-nodes", mfn] if mfn is not None else []
         try:
@@ -323,7 +325,9 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
             else:
                 row["ours"], row["ours_status"] = json.loads(ours_json.read_text()), "ok"
         except RuntimeError as exc:
-            row["ours_status"] = f"failed: {exc}"
+            err = root / f"ours_{st}.error.json"
+            why = json.loads(err.read_text())["error"] if err.exists() else str(exc)
+            row["ours_status"] = f"refused/failed: {why}"
     for e in ("ct", "ours"):
         if row[e]:
             row[e]["time"] = stats(row[e]["attribute_runs_s"])
@@ -620,6 +624,9 @@ def main() -> None:
         help="'all' (every feature's row) and/or integers: feature rows by influence [all]",
     )
     ap.add_argument("--repeats", type=int, default=3, help="measured attribute() calls per engine: median, min-max [3]")
+    ap.add_argument(
+        "--ct-repeats", type=int, default=None, help="measured calls of circuit-tracer, if not --repeats (slow cases)"
+    )
     ap.add_argument(
         "--scaling",
         action="store_true",

@@ -192,7 +192,12 @@ def main() -> None:
         if profile_this:
             graph, report = profiled(args.profile, lambda: attribute(model, input_ids, progress=False, **kwargs))
         else:
-            graph = attribute(model, input_ids, progress=not args.no_progress, **kwargs)
+            try:
+                graph = attribute(model, input_ids, progress=not args.no_progress, **kwargs)
+            except (MemoryError, RuntimeError, ValueError) as exc:  # e.g. the engine's own budget check refusing
+                err = root / f"ours_{stem(args.kind, args.max_feature_nodes)}.error.json"
+                err.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}", "tokens": len(input_ids)}))
+                raise
         walls.append(time.time() - t0)
         phase_runs.append(dict(phases.phases))
         if profile_this:
