@@ -19,6 +19,7 @@ RSS is ours alone.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -185,8 +186,14 @@ def main() -> None:
     engine_log = logging.getLogger("circuit_atlas.attribution.attribute")
     engine_log.setLevel(logging.INFO)
     engine_log.addHandler(phases)
-    walls, phase_runs = [], []
+    walls, phase_runs, peaks = [], [], []
+    graph = None
     for i in range(max(1, args.repeats)):
+        # The previous call's graph is dropped first and the kernel's peak counter reset, so each call's
+        # peak is its own (model and transcoders included), not inflated by the graph before it.
+        graph = None
+        gc.collect()
+        hwm_reset = reset_hwm()
         profile_this = args.profile and i == max(1, args.repeats) - 1  # profile the last call only
         t0 = time.time()
         if profile_this:
@@ -199,14 +206,16 @@ def main() -> None:
                 err.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}", "tokens": len(input_ids)}))
                 raise
         walls.append(time.time() - t0)
+        peaks.append(hwm_gb() if hwm_reset else float("nan"))
         phase_runs.append(dict(phases.phases))
         if profile_this:
             prof_path = root / f"ours_{stem(args.kind, args.max_feature_nodes)}.profile.txt"
             prof_path.write_text(report)
             print(report, flush=True)
     wall = sorted(walls)[len(walls) // 2]
-    attr_peak = hwm_gb() if hwm_reset else float("nan")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GB, the whole process
+    attr_peak = max(peaks)
+    peak = attr_peak if attr_peak == attr_peak else maxrss  # per-call peak; ru_maxrss if no reset (NaN)
     log(f"attribute() took {wall:.2f}s; peak RSS {peak:.2f} GB (during attribute {attr_peak:.2f} GB)")
 
     from circuit_atlas.graph.graph import EMBEDDING, ERROR, FEATURE, LOGIT
@@ -255,6 +264,8 @@ def main() -> None:
         "load_s": load_s,
         "peak_rss_gb": peak,
         "attribute_peak_rss_gb": attr_peak,
+        "attribute_peak_rss_runs_gb": peaks,
+        "process_maxrss_gb": maxrss,
         "rss_before_attribute_gb": rss_before,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
