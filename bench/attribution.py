@@ -280,6 +280,7 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
     # circuit-tracer
     ct_json = root / f"ct_{st}.json"
     dense = ct_dense_gb(manifest, kind, mfn)
+    capped = root / f"ct_{st}.capped.json"  # a run stopped at --ct-timeout, remembered for --reuse
     if args.skip_ct or size in args.skip_ct_sizes:
         row["ct_status"] = "not run (--skip-ct)"
     elif dense > args.ct_max_gb:
@@ -290,8 +291,16 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
     elif args.reuse and fresh(ct_json, manifest, 1):
         say(f"{tag}: reusing circuit-tracer result {ct_json.name}")
         row["ct"], row["ct_status"] = json.loads(ct_json.read_text()), "reused"
+    elif (
+        args.reuse and capped.exists() and json.loads(capped.read_text()).get("fixtures_created") == manifest["created"]
+    ):
+        c = json.loads(capped.read_text())
+        say(f"{tag}: reusing circuit-tracer's capped run ({c['timeout_s']:.0f} s)")
+        row["ct_status"] = f"> {c['timeout_s']:.0f} s (stopped at the cap; process wall incl. load)"
+        row["ct_timeout_s"], row["ct_loadavg_before"] = c["timeout_s"], c["loadavg_before"]
     else:
         ct_json.unlink(missing_ok=True)
+        capped.unlink(missing_ok=True)
         ct_repeats = args.ct_repeats or repeats
         cmd = [VENV_PY, BENCH / "run_circuit_tracer.py", "--size", size, "--kind", kind, "--repeats", ct_repeats]
         cmd += ["--verbose"] + (["--max-feature-nodes", mfn] if mfn is not None else [])
@@ -304,6 +313,11 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
             row["ct_status"] = f"> {args.ct_timeout:.0f} s (stopped at the cap; process wall incl. load)"
             row["ct_timeout_s"] = args.ct_timeout
             row["ct_loadavg_before"] = load0
+            capped.write_text(
+                json.dumps(
+                    {"timeout_s": args.ct_timeout, "loadavg_before": load0, "fixtures_created": manifest["created"]}
+                )
+            )
         elif ct_json.exists():
             row["ct"], row["ct_status"] = json.loads(ct_json.read_text()), "ok"
     # circuit-atlas
@@ -313,6 +327,10 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
     elif args.reuse and fresh(ours_json, manifest, repeats):
         say(f"{tag}: reusing circuit-atlas result {ours_json.name}")
         row["ours"], row["ours_status"] = json.loads(ours_json.read_text()), "reused"
+    elif args.reuse and (root / f"ours_{st}.error.json").exists():
+        why = json.loads((root / f"ours_{st}.error.json").read_text())["error"]
+        say(f"{tag}: reusing circuit-atlas's refusal: {why[:200]}")
+        row["ours_status"] = f"refused/failed: {why}"
     else:
         ours_json.unlink(missing_ok=True)
         (root / f"ours_{st}.error.json").unlink(missing_ok=True)
@@ -515,7 +533,14 @@ def scaling_section(rows: dict[str, dict], kinds: list[str], mfns: list) -> list
     return lines
 
 
-def write_results(rows: dict[str, dict], info: dict, commands: list[str]) -> None:
+def write_results(rows: dict[str, dict], info: dict, commands: list[str], mine: set[str] | None = None) -> None:
+    """Write both files. Rows of other bench processes written since this one started are kept: the file is
+    re-read and only this process's own rows (`mine`) replace theirs."""
+    if mine is not None and RESULTS_JSON.exists():
+        disk = json.loads(RESULTS_JSON.read_text())
+        if disk.get("format_version") == RESULTS_VERSION:
+            rows = {r["key"]: r for r in disk["rows"]} | {k: rows[k] for k in mine}
+            commands = list(dict.fromkeys(disk.get("commands", []) + commands))
     order = sorted(
         rows.values(),
         key=lambda r: (
@@ -683,14 +708,16 @@ def main() -> None:
     if command not in commands:
         commands.append(command)
 
+    mine: set[str] = set()
     jobs = [(s, k, m) for s in sizes for k in args.kinds for m in args.max_feature_nodes]
     jobs = [j for j in jobs if not (j[0] == "smollm2" and j[1] == "clt")]  # PLT only for SmolLM2 (see fixtures)
     for n, (size, kind, mfn) in enumerate(jobs, 1):
         tag = f"({n}/{len(jobs)}) {size} {kind.upper()} max_feature_nodes={mfn_label(mfn)}"
         row = run_case(size, kind, mfn, args, tag, ours_ok)
         rows[row["key"]] = row
+        mine.add(row["key"])
         print_row(row)
-        write_results(rows, info, commands)
+        write_results(rows, info, commands, mine)
 
     say(
         f"done in {time.time() - t_all:.0f}s; wrote {RESULTS_MD.relative_to(REPO)} and {RESULTS_JSON.relative_to(REPO)}"
