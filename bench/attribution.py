@@ -281,7 +281,9 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
     ct_json = root / f"ct_{st}.json"
     dense = ct_dense_gb(manifest, kind, mfn)
     capped = root / f"ct_{st}.capped.json"  # a run stopped at --ct-timeout, remembered for --reuse
-    if args.skip_ct or size in args.skip_ct_sizes:
+    if args.assemble and not (ct_json.exists() or capped.exists()):
+        row["ct_status"] = "not run"
+    elif args.skip_ct or size in args.skip_ct_sizes:
         row["ct_status"] = "not run (--skip-ct)"
     elif dense > args.ct_max_gb:
         row["ct_status"] = (
@@ -322,7 +324,9 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
             row["ct"], row["ct_status"] = json.loads(ct_json.read_text()), "ok"
     # circuit-atlas
     ours_json = root / f"ours_{st}.json"
-    if not ours_ok:
+    if args.assemble and not (ours_json.exists() or (root / f"ours_{st}.error.json").exists()):
+        row["ours_status"] = "not run"
+    elif not ours_ok:
         row["ours_status"] = "engine not available"
     elif args.reuse and fresh(ours_json, manifest, repeats):
         say(f"{tag}: reusing circuit-atlas result {ours_json.name}")
@@ -355,7 +359,16 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
     if row["ours"] and mfn is None and size != "small" and not args.no_floor:
         from floor import floor_for
 
-        row["floor"] = floor_for(size, kind, st)
+        fl_json = root / f"floor_{st}.json"  # measured with the run (the matmul rate then), kept for --assemble
+        if (
+            args.reuse
+            and fl_json.exists()
+            and json.loads(fl_json.read_text()).get("ours_measured_at") == row["ours"].get("measured_at")
+        ):
+            row["floor"] = json.loads(fl_json.read_text())
+        else:
+            row["floor"] = floor_for(size, kind, st) | {"ours_measured_at": row["ours"].get("measured_at")}
+            fl_json.write_text(json.dumps(row["floor"]))
         say(
             f"{tag}: floor {row['floor']['tflop']:.2f} TFLOP at {row['floor']['gflops']:.0f} GFLOP/s = "
             f"{row['floor']['floor_s']:.1f} s; ours {row['ours']['time']['median']:.1f} s"
@@ -681,7 +694,14 @@ def main() -> None:
         help="reuse each engine's result for the same fixtures (with at least --repeats runs) instead of rerunning",
     )
     ap.add_argument("--no-floor", action="store_true", help="skip the floor computation")
+    ap.add_argument(
+        "--assemble",
+        action="store_true",
+        help="run nothing: rebuild the tables from the results under bench/work (implies --reuse)",
+    )
     args = ap.parse_args()
+    if args.assemble:
+        args.reuse = True
     if args.repeats < 1:
         ap.error("--repeats must be at least 1")
     command = "python bench/attribution.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -691,7 +711,7 @@ def main() -> None:
     if not VENV_PY.exists() and not args.skip_ct:
         say("circuit-tracer venv missing: running bench/setup_circuit_tracer.sh (about 1.5 min)")
         subprocess.run(["bash", str(BENCH / "setup_circuit_tracer.sh")], check=True, env=child_env())
-    for size in sizes:
+    for size in [] if args.assemble else sizes:
         if not (WORK / size / "manifest.json").exists():
             run([sys.executable, BENCH / "make_fixtures.py", "--sizes", size], f"fixtures {size}")
 
@@ -713,7 +733,11 @@ def main() -> None:
     jobs = [j for j in jobs if not (j[0] == "smollm2" and j[1] == "clt")]  # PLT only for SmolLM2 (see fixtures)
     for n, (size, kind, mfn) in enumerate(jobs, 1):
         tag = f"({n}/{len(jobs)}) {size} {kind.upper()} max_feature_nodes={mfn_label(mfn)}"
+        if args.assemble and not (WORK / size / "manifest.json").exists():
+            continue
         row = run_case(size, kind, mfn, args, tag, ours_ok)
+        if args.assemble and not (row["ct"] or row["ours"] or row.get("ct_timeout_s")):
+            continue
         rows[row["key"]] = row
         mine.add(row["key"])
         print_row(row)
