@@ -448,7 +448,7 @@ def smollm2_model_dir(root: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         dst = out / f.name
-        if f.name == "config.json" or dst.exists():
+        if f.name in ("config.json", "tokenizer_config.json") or dst.exists():
             continue
         dst.symlink_to(f)
     conf = json.loads((src / "config.json").read_text())
@@ -456,6 +456,11 @@ def smollm2_model_dir(root: Path) -> Path:
     conf.setdefault("rope_theta", rope.get("rope_theta", 100000.0))
     conf.setdefault("torch_dtype", "float32")
     (out / "config.json").write_text(json.dumps(conf, indent=2))
+    # transformers 5 names its tokenizer class TokenizersBackend; 4.57 knows it as PreTrainedTokenizerFast
+    tok_conf = json.loads((src / "tokenizer_config.json").read_text())
+    tok_conf["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (out / "tokenizer_config.json").unlink(missing_ok=True)
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_conf, indent=2))
     return out
 
 
