@@ -281,7 +281,9 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
     ct_json = root / f"ct_{st}.json"
     dense = ct_dense_gb(manifest, kind, mfn)
     capped = root / f"ct_{st}.capped.json"  # a run stopped at --ct-timeout, remembered for --reuse
-    if args.assemble and not (ct_json.exists() or capped.exists()):
+    if args.reuse and not ct_json.exists() and (root / f"ct_{st}.error.json").exists():
+        row["ct_status"] = "failed: " + json.loads((root / f"ct_{st}.error.json").read_text())["error"]
+    elif args.assemble and not (ct_json.exists() or capped.exists()):
         row["ct_status"] = "not run"
     elif args.skip_ct or size in args.skip_ct_sizes:
         row["ct_status"] = "not run (--skip-ct)"
@@ -310,7 +312,9 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
         try:
             _, timed_out = run(cmd, f"{tag} circuit-tracer", timeout=args.ct_timeout)
         except RuntimeError as exc:
-            timed_out, row["ct_status"] = False, f"failed: {exc}"
+            err = root / f"ct_{st}.error.json"
+            why = json.loads(err.read_text())["error"] if err.exists() else str(exc)
+            timed_out, row["ct_status"] = False, f"failed: {why}"
         if timed_out:
             row["ct_status"] = f"> {args.ct_timeout:.0f} s (stopped at the cap; process wall incl. load)"
             row["ct_timeout_s"] = args.ct_timeout

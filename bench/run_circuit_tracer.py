@@ -154,7 +154,10 @@ def main() -> None:
     logit_err = float((tl_logits - ref["logits"]).abs().max() / ref["logits"].abs().max())
     log(f"TransformerLens logits vs the fixture's HF logits: max rel diff {logit_err:.2e}")
     if logit_err > 1e-4:
-        raise SystemExit(f"TransformerLens does not reproduce the fixture model (rel diff {logit_err:.2e})")
+        why = f"TransformerLens does not reproduce the fixture model (max rel. logit diff {logit_err:.2e})"
+        err = root / f"ct_{stem(args.kind, args.max_feature_nodes)}.error.json"
+        err.write_text(json.dumps({"error": why, "fixtures_created": manifest["created"]}))
+        raise SystemExit(why)
     kwargs = dict(
         max_n_logits=10,
         desired_logit_prob=0.95,
