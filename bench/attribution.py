@@ -418,6 +418,15 @@ def case_label(r: dict) -> str:
     return f"{r['size']} | {r['kind'].upper()} | {mfn_label(r['max_feature_nodes'])}"
 
 
+def loads_differ(r: dict) -> bool:
+    """The two engines ran at 1-minute load averages more than 2x apart: their time ratio is not a fair one."""
+    a, b = (r.get("ct") or {}).get("loadavg_before"), (r.get("ours") or {}).get("loadavg_before")
+    if not a or not b:
+        return False
+    lo, hi = sorted([max(a[0], 1.0), max(b[0], 1.0)])
+    return hi > 2 * lo
+
+
 def nodes_edges(e: dict | None) -> str:
     return "—" if not e else f"{e['nodes']:,} / {e['edges']:,}"
 
@@ -442,7 +451,9 @@ def main_table(rows: list[dict]) -> list[str]:
             mm = ours["peak_rss_gb"] / ct["peak_rss_gb"]
             speed, mem = f"{s:.1f}×", f"{mm:.2f}"
             need = 5 if r["size"] == "small" else 10
-            ok.append(f"speed ≥ {need}×: {'yes' if s >= need else 'NO'}")
+            ok.append(
+                f"speed ≥ {need}×: {'yes' if s >= need else 'NO'}" + (" (loads differ)" if loads_differ(r) else "")
+            )
             if r["size"] == "big" and r["max_feature_nodes"] is None:
                 ok.append(f"memory ≤ 0.5: {'yes' if mm <= 0.5 else 'NO'}")
         elif ours and r.get("ct_status", "").startswith(">"):
@@ -470,6 +481,11 @@ def notes(rows: list[dict]) -> list[str]:
             bits.append(f"circuit-tracer {r['ct_status']}")
         if r.get("ours_status") not in (None, "ok", "reused"):
             bits.append(f"circuit-atlas {r['ours_status']}")
+        if loads_differ(r):
+            bits.append(
+                f"**the engines ran at different loads** (1-min load average before: ct "
+                f"{ct['loadavg_before'][0]:.1f}, ours {ours['loadavg_before'][0]:.1f}), so this time ratio is not a fair one"
+            )
         if c:
             bits.append(
                 f"nodes only in circuit-tracer {c['nodes_only_ct'] or 'none'}, only in ours {c['nodes_only_ours'] or 'none'}; "
