@@ -283,15 +283,15 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
     capped = root / f"ct_{st}.capped.json"  # a run stopped at --ct-timeout, remembered for --reuse
     if args.reuse and not ct_json.exists() and (root / f"ct_{st}.error.json").exists():
         row["ct_status"] = "failed: " + json.loads((root / f"ct_{st}.error.json").read_text())["error"]
-    elif args.assemble and not (ct_json.exists() or capped.exists()):
-        row["ct_status"] = "not run"
-    elif args.skip_ct or size in args.skip_ct_sizes:
-        row["ct_status"] = "not run (--skip-ct)"
     elif dense > args.ct_max_gb:
         row["ct_status"] = (
             f"not run: its dense edge matrix alone would be {dense:.1f} GB (> --ct-max-gb {args.ct_max_gb})"
         )
         say(f"{tag}: circuit-tracer {row['ct_status']}")
+    elif args.assemble and not (ct_json.exists() or capped.exists()):
+        row["ct_status"] = "not run"
+    elif args.skip_ct or size in args.skip_ct_sizes:
+        row["ct_status"] = "not run (--skip-ct)"
     elif args.reuse and fresh(ct_json, manifest, 1):
         say(f"{tag}: reusing circuit-tracer result {ct_json.name}")
         row["ct"], row["ct_status"] = json.loads(ct_json.read_text()), "reused"
@@ -756,7 +756,8 @@ def main() -> None:
         if args.assemble and not (WORK / size / "manifest.json").exists():
             continue
         row = run_case(size, kind, mfn, args, tag, ours_ok)
-        if args.assemble and not (row["ct"] or row["ours"] or row.get("ct_timeout_s")):
+        refused = row.get("ours_status", "").startswith("refused")
+        if args.assemble and not (row["ct"] or row["ours"] or row.get("ct_timeout_s") or refused):
             continue
         rows[row["key"]] = row
         mine.add(row["key"])
