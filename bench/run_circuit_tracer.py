@@ -10,15 +10,17 @@ own cache layout (CIRCUIT_TRACER_CACHE_DIR), runs one warm-up attribute() on a s
 the measured
 
     attribute(input_ids, model, max_n_logits=10, desired_logit_prob=0.95, batch_size=256,
-              max_feature_nodes=None)
+              max_feature_nodes=None)   # or --max-feature-nodes K
 
-and writes bench/work/<size>/ct_<kind>.safetensors (adjacency + node tables) and ct_<kind>.json
+and writes bench/work/<size>/ct_<stem>.safetensors (adjacency + node tables) and ct_<stem>.json
+(<stem> = <kind>, or <kind>_m<K> under --max-feature-nodes K)
 (timings, memory, counts). No pickle.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -64,6 +66,11 @@ def log(msg: str) -> None:
     print(f"[circuit-tracer] {msg}", flush=True)
 
 
+def stem(kind: str, max_feature_nodes: int | None) -> str:
+    """File stem of one case's outputs: `plt`, or `plt_m2048` under max_feature_nodes=2048."""
+    return kind if max_feature_nodes is None else f"{kind}_m{max_feature_nodes}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", required=True)
@@ -75,6 +82,9 @@ def main() -> None:
         type=int,
         default=1,
         help="measured attribute() calls; the median wall time is reported (default 1)",
+    )
+    ap.add_argument(
+        "--max-feature-nodes", type=int, default=None, help="feature rows to compute, by influence (default: all)"
     )
     ap.add_argument("--verbose", action="store_true", help="circuit-tracer's own phase logging")
     args = ap.parse_args()
@@ -144,8 +154,16 @@ def main() -> None:
     logit_err = float((tl_logits - ref["logits"]).abs().max() / ref["logits"].abs().max())
     log(f"TransformerLens logits vs the fixture's HF logits: max rel diff {logit_err:.2e}")
     if logit_err > 1e-4:
-        raise SystemExit(f"TransformerLens does not reproduce the fixture model (rel diff {logit_err:.2e})")
-    kwargs = dict(max_n_logits=10, desired_logit_prob=0.95, batch_size=args.batch_size, max_feature_nodes=None)
+        why = f"TransformerLens does not reproduce the fixture model (max rel. logit diff {logit_err:.2e})"
+        err = root / f"ct_{stem(args.kind, args.max_feature_nodes)}.error.json"
+        err.write_text(json.dumps({"error": why, "fixtures_created": manifest["created"]}))
+        raise SystemExit(why)
+    kwargs = dict(
+        max_n_logits=10,
+        desired_logit_prob=0.95,
+        batch_size=args.batch_size,
+        max_feature_nodes=args.max_feature_nodes,
+    )
 
     warm_s = None
     if not args.no_warmup:
@@ -158,14 +176,22 @@ def main() -> None:
     load_before = os.getloadavg()
     hwm_reset = reset_hwm()
     log(f"attribute() on {len(input_ids)} tokens, batch_size {args.batch_size} ...")
-    walls = []
+    walls, peaks = [], []
+    graph = None
     for _ in range(max(1, args.repeats)):
+        # The previous call's graph is dropped first and the kernel's peak counter reset, so each call's
+        # peak is its own (model and transcoders included), not inflated by the graph before it.
+        graph = None
+        gc.collect()
+        hwm_reset = reset_hwm()
         t0 = time.time()
         graph = attribute(input_ids, model, verbose=args.verbose, **kwargs)
         walls.append(time.time() - t0)
+        peaks.append(hwm_gb() if hwm_reset else float("nan"))
     wall = sorted(walls)[len(walls) // 2]
-    attr_peak = hwm_gb() if hwm_reset else float("nan")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GB
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GB, the whole process
+    attr_peak = max(peaks)
+    peak = attr_peak if attr_peak == attr_peak else maxrss  # per-call peak; ru_maxrss if no reset (NaN)
     log(f"attribute() took {wall:.2f}s; peak RSS {peak:.2f} GB (during attribute {attr_peak:.2f} GB)")
 
     adj = graph.adjacency_matrix.float().contiguous()
@@ -180,7 +206,7 @@ def main() -> None:
 
     from safetensors.torch import save_file
 
-    out = root / f"ct_{args.kind}"
+    out = root / f"ct_{stem(args.kind, args.max_feature_nodes)}"
     save_file(
         {
             "adjacency": adj,
@@ -199,6 +225,7 @@ def main() -> None:
         "size": args.size,
         "kind": args.kind,
         "batch_size": args.batch_size,
+        "max_feature_nodes": args.max_feature_nodes,
         "threads": torch.get_num_threads(),
         "attribute_s": wall,
         "attribute_runs_s": walls,
@@ -207,6 +234,8 @@ def main() -> None:
         "load_s": load_s,
         "peak_rss_gb": peak,
         "attribute_peak_rss_gb": attr_peak,
+        "attribute_peak_rss_runs_gb": peaks,
+        "process_maxrss_gb": maxrss,
         "rss_before_attribute_gb": rss_before,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),

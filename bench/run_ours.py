@@ -10,14 +10,18 @@ reproduces the fixture's HF logits, runs one warm-up attribute() on a short pref
     attribute(model, input_ids, max_n_logits=10, desired_logit_prob=0.95, batch_size=256,
               max_feature_nodes=None)
 
-and writes bench/work/<size>/ours_<kind>.safetensors (same keys as ct_<kind>.safetensors) and
-ours_<kind>.json. Run it as its own process so peak RSS is ours alone.
+(or --max-feature-nodes K) and writes bench/work/<size>/ours_<stem>.safetensors (node tables as in
+ct_<stem>.safetensors, edges as the graph's CSR) and ours_<stem>.json, with the engine's own phase
+timings. --profile cprofile|torch profiles the last measured call. Run it as its own process so peak
+RSS is ours alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import logging
 import os
 import resource
 import sys
@@ -33,7 +37,21 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from run_circuit_tracer import hwm_gb, reset_hwm, rss_gb  # noqa: E402
+from run_circuit_tracer import hwm_gb, reset_hwm, rss_gb, stem  # noqa: E402
+
+
+class PhaseLog(logging.Handler):
+    """Collects the engine's own phase timings ("phase 2: feature rows: 12.3 s") of the last call."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.phases: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("phase ") and msg.endswith(" s"):
+            name, _, secs = msg.rpartition(": ")
+            self.phases[name] = float(secs[:-2])
 
 
 def log(msg: str) -> None:
@@ -61,6 +79,30 @@ def load_raw_transcoders(root: Path, spec: dict, manifest: dict):
     )
 
 
+def profiled(kind: str, call):
+    """Run call() under cProfile or torch.profiler; return (its result, a printable top-30 report)."""
+    if kind == "cprofile":
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        result = prof.runcall(call)
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(30)
+        return result, buf.getvalue()
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
+        result = call()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+    table += "\n\n" + prof.key_averages().table(sort_by="self_cpu_memory_usage", row_limit=15)
+    del torch
+    return result, table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", required=True)
@@ -73,7 +115,17 @@ def main() -> None:
         default=1,
         help="measured attribute() calls; the median wall time is reported (default 1)",
     )
+    ap.add_argument(
+        "--max-feature-nodes", type=int, default=None, help="feature rows to compute, by influence (default: all)"
+    )
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--profile",
+        choices=["cprofile", "torch"],
+        default=None,
+        help="profile the measured call: cProfile (top functions) or torch.profiler (top ops), printed and "
+        "written to ours_<stem>.profile.txt",
+    )
     args = ap.parse_args()
 
     root = BENCH / "work" / args.size
@@ -113,7 +165,12 @@ def main() -> None:
     if logit_err > 1e-4:
         raise SystemExit(f"our forward does not reproduce the fixture model (rel diff {logit_err:.2e})")
 
-    kwargs = dict(max_n_logits=10, desired_logit_prob=0.95, batch_size=args.batch_size, max_feature_nodes=None)
+    kwargs = dict(
+        max_n_logits=10,
+        desired_logit_prob=0.95,
+        batch_size=args.batch_size,
+        max_feature_nodes=args.max_feature_nodes,
+    )
     warm_s = None
     if not args.no_warmup:
         t0 = time.time()
@@ -125,14 +182,40 @@ def main() -> None:
     load_before = os.getloadavg()
     hwm_reset = reset_hwm()
     log(f"attribute() on {len(input_ids)} tokens, batch_size {args.batch_size} ...")
-    walls = []
-    for _ in range(max(1, args.repeats)):
+    phases = PhaseLog()
+    engine_log = logging.getLogger("circuit_atlas.attribution.attribute")
+    engine_log.setLevel(logging.INFO)
+    engine_log.addHandler(phases)
+    walls, phase_runs, peaks = [], [], []
+    graph = None
+    for i in range(max(1, args.repeats)):
+        # The previous call's graph is dropped first and the kernel's peak counter reset, so each call's
+        # peak is its own (model and transcoders included), not inflated by the graph before it.
+        graph = None
+        gc.collect()
+        hwm_reset = reset_hwm()
+        profile_this = args.profile and i == max(1, args.repeats) - 1  # profile the last call only
         t0 = time.time()
-        graph = attribute(model, input_ids, progress=not args.no_progress, **kwargs)
+        if profile_this:
+            graph, report = profiled(args.profile, lambda: attribute(model, input_ids, progress=False, **kwargs))
+        else:
+            try:
+                graph = attribute(model, input_ids, progress=not args.no_progress, **kwargs)
+            except (MemoryError, RuntimeError, ValueError) as exc:  # e.g. the engine's own budget check refusing
+                err = root / f"ours_{stem(args.kind, args.max_feature_nodes)}.error.json"
+                err.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}", "tokens": len(input_ids)}))
+                raise
         walls.append(time.time() - t0)
+        peaks.append(hwm_gb() if hwm_reset else float("nan"))
+        phase_runs.append(dict(phases.phases))
+        if profile_this:
+            prof_path = root / f"ours_{stem(args.kind, args.max_feature_nodes)}.profile.txt"
+            prof_path.write_text(report)
+            print(report, flush=True)
     wall = sorted(walls)[len(walls) // 2]
-    attr_peak = hwm_gb() if hwm_reset else float("nan")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GB, the whole process
+    attr_peak = max(peaks)
+    peak = attr_peak if attr_peak == attr_peak else maxrss  # per-call peak; ru_maxrss if no reset (NaN)
     log(f"attribute() took {wall:.2f}s; peak RSS {peak:.2f} GB (during attribute {attr_peak:.2f} GB)")
 
     from circuit_atlas.graph.graph import EMBEDDING, ERROR, FEATURE, LOGIT
@@ -141,15 +224,18 @@ def main() -> None:
     feat = kind == FEATURE
     feats = torch.stack([graph.layer[feat], graph.position[feat], graph.feature[feat]], 1).to(torch.int64).contiguous()
     errs = torch.stack([graph.layer[kind == ERROR], graph.position[kind == ERROR]], 1).to(torch.int64).contiguous()
-    adj = graph.adjacency.float().contiguous()
     n_edges = graph.n_edges
 
     from safetensors.torch import save_file
 
-    out = root / f"ours_{args.kind}"
+    out = root / f"ours_{stem(args.kind, args.max_feature_nodes)}"
+    # The edges as the graph holds them (CSR over rows; no dense N x N export: at 1,024 tokens it would not fit).
     save_file(
         {
-            "adjacency": adj,
+            "row_nodes": graph.row_nodes.to(torch.int64).contiguous(),
+            "edge_indptr": graph.edge_indptr.to(torch.int64).contiguous(),
+            "edge_sources": graph.edge_sources.to(torch.int64).contiguous(),
+            "edge_values": graph.edge_values.float().contiguous(),
             "features": feats,
             "errors": errs,
             "activations": graph.activation[feat].float().contiguous(),
@@ -165,15 +251,21 @@ def main() -> None:
         "size": args.size,
         "kind": args.kind,
         "batch_size": args.batch_size,
+        "max_feature_nodes": args.max_feature_nodes,
         "threads": torch.get_num_threads(),
         "transcoders_from": source,
         "attribute_s": wall,
         "attribute_runs_s": walls,
+        "phases_s": phase_runs[[i for i in range(len(walls)) if walls[i] == wall][0]],
+        "phase_runs_s": phase_runs,
+        "profiled": args.profile,
         "logit_check_rel_diff": logit_err,
         "warmup_s": warm_s,
         "load_s": load_s,
         "peak_rss_gb": peak,
         "attribute_peak_rss_gb": attr_peak,
+        "attribute_peak_rss_runs_gb": peaks,
+        "process_maxrss_gb": maxrss,
         "rss_before_attribute_gb": rss_before,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
@@ -184,8 +276,9 @@ def main() -> None:
         "logit_nodes": int((kind == LOGIT).sum()),
         "nodes": graph.n_nodes,
         "edges": n_edges,
-        "layout": "adjacency[target, source]; nodes = features, errors (errors[i] = layer,pos; no BOS), "
-        "embeddings (T), logits (logit_ids)",
+        "rows": graph.n_rows,
+        "layout": "CSR edges: row i is node row_nodes[i], its sources edge_sources[edge_indptr[i]:edge_indptr[i+1]]; "
+        "nodes = features, errors (errors[i] = layer,pos; no BOS), embeddings (T), logits (logit_ids)",
         "fixtures_created": manifest["created"],
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "torch": torch.__version__,
