@@ -51,7 +51,13 @@ def _read_sources(ctx: AttributionContext, l: int, g_out: torch.Tensor, out: tor
     B, P, _ = g_out.shape
     index = ctx.decoders[l]
     bounds = index.bounds
+    cached = ctx.cached_decoder_rows(l)  # all of layer l's rows when they fit ROW_CACHE_BYTES, else None
     p = 0
+    while p < P and cached is not None:  # (B, d) @ (d, R_p): every feature at position p writing into layer l
+        start, end = bounds[p], bounds[p + 1]
+        if end > start:
+            out.index_add_(1, local[index.columns[start:end]], g_out[:, p] @ cached[start:end].T)
+        p += 1
     while p < P:
         q = p + 1  # positions [p, q): as many as fit GATHER_ROWS (at least one)
         while q < P and bounds[q + 1] - bounds[p] <= GATHER_ROWS:

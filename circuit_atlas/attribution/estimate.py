@@ -280,6 +280,11 @@ def estimate_shape(shape: Shape, config: AttributionConfig, throughput: float, *
     # one layer's pre-activations and activations (T, F) while features are found, and O(A) per feature.
     clean = L * T * d * e * 4 + L * shape.n_heads * T * T * e + 2 * T * shape.vocab * 4 + 2 * T * shape.width * e
     context = clean + A * (FEATURE_BYTES + e + 8 * shape.n_out)
+    row_cache = A * shape.n_out * d * e  # every decoder row, kept when it fits ROW_CACHE_BYTES (context.py)
+    from .context import ROW_CACHE_BYTES
+
+    if row_cache <= ROW_CACHE_BYTES:
+        context += row_cache
     # One batch (device): cotangents (B, T, d), the dense cone rows (B, C), the column map (S,) int64, one
     # gather of decoder rows, and the store's masks for a group of at most ADD_ENTRIES entries.
     widest = int(cone[rows > 0].max()) if n_feature_rows else 0

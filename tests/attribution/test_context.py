@@ -7,7 +7,7 @@ import torch
 from tiny import PROMPT, tiny_model, tiny_tokenizer
 
 from circuit_atlas import ReplacementModel, attribute
-from circuit_atlas.attribution import backward
+from circuit_atlas.attribution import backward, context
 from circuit_atlas.attribution.attribute import (
     assemble_graph,
     clean_run,
@@ -83,8 +83,9 @@ def test_errors_are_the_mlp_outputs_minus_the_reconstruction_exactly(model):
 
 
 def test_the_graph_does_not_depend_on_how_many_decoder_rows_are_gathered_at_once(model, monkeypatch):
-    reference = attribute(model, PROMPT, max_n_logits=3, progress=False)
-    for rows in (1, 5):  # one position a gather (or fewer rows than a position holds), a few positions
+    reference = attribute(model, PROMPT, max_n_logits=3, progress=False)  # small: rows cached once
+    monkeypatch.setattr(context, "ROW_CACHE_BYTES", 0)  # from here on gathered per batch
+    for rows in (1, 5, backward.GATHER_ROWS):  # one position a gather (or fewer rows than it holds), a few, all
         monkeypatch.setattr(backward, "GATHER_ROWS", rows)
         g = attribute(model, PROMPT, max_n_logits=3, progress=False)
         assert torch.equal(g.edge_indptr, reference.edge_indptr)
