@@ -39,10 +39,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import AttributionConfig
+from .manifest import MANIFEST, MANIFEST_FORMAT, file_sha256
 from .prompts import PromptSpec, read_prompts
 
-MANIFEST_FORMAT = {"format": "circuit-atlas-trace-batch", "version": 1}
-MANIFEST = "manifest.json"
 RECORDS = ".trace-batch"
 # The per-prompt records' layout; it is part of every fingerprint, so records of another layout are never trusted.
 RECORD_VERSION = 1
@@ -70,14 +69,6 @@ def fingerprint(spec: PromptSpec, settings: BatchSettings) -> str:
     key = {"record_version": RECORD_VERSION, "prompt": spec.prompt, "targets": list(targets) if targets else None,
            "model": settings.model, "transcoders": settings.transcoders, "dtype": settings.dtype, "config": config}  # fmt: skip
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -203,25 +194,6 @@ def manifest(specs: list[PromptSpec], records: list[dict], settings: BatchSettin
         "targets": list(settings.targets) if settings.targets else None, "world_size": world_size,
         "written": time.time(), "counts": counts, "graphs": graphs,
     }  # fmt: skip
-
-
-def read_manifest(out_dir: str | Path) -> dict:
-    """The manifest of a trace-batch folder, checked for format and version."""
-    path = Path(out_dir) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{out_dir} has no {MANIFEST}; is it a trace-batch output folder?") from None
-    except ValueError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT["format"]:
-        raise ValueError(f"{path} is not a trace-batch manifest (format {MANIFEST_FORMAT['format']!r})")
-    if str(data.get("version")) != str(MANIFEST_FORMAT["version"]):
-        raise ValueError(f"{path} has manifest version {data.get('version')!r}; this circuit-atlas reads version "
-                         f"{MANIFEST_FORMAT['version']} (upgrade circuit-atlas, or re-run trace-batch)")  # fmt: skip
-    if not isinstance(data.get("graphs"), list):
-        raise ValueError(f'{path} has no "graphs" list')
-    return data
 
 
 # --- ranks ---------------------------------------------------------------------------------------

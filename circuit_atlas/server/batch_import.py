@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from circuit_atlas.attribution.batch import MANIFEST, file_sha256, read_manifest
+from circuit_atlas.attribution.manifest import MANIFEST, file_sha256, read_manifest
 from circuit_atlas.attribution.prompts import default_id
 from circuit_atlas.graph.graph import Graph
 
