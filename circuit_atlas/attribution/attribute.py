@@ -156,7 +156,7 @@ def compute_logit_rows(ctx: AttributionContext, targets: list[Target], batch_siz
         v = vectors[start : start + batch_size]
         layers = torch.full((len(v),), L, dtype=torch.long, device=ctx.device)
         positions = torch.full((len(v),), T - 1, dtype=torch.long, device=ctx.device)
-        cols, rows = attribute_rows(ctx, layers, positions, v)
+        cols, rows = attribute_rows(ctx, layers, positions, v, ctx.workspace)
         store.add(torch.arange(first_slot + start, first_slot + start + len(v)), cols, rows)
         del cols, rows
         release_freed_memory()
@@ -167,16 +167,22 @@ def compute_feature_rows(ctx: AttributionContext, order: torch.Tensor, batch_siz
     """Write the row of feature order[i] (CPU int64) to slot slots[i] of `store`, in batches.
 
     A feature row is injected at its layer's transcoder input site, at its position, along its
-    encoder row. Batches are sorted by (layer, position): rows of one batch then share most of
-    their cone and walk down from nearly the same layer, which is cheaper.
+    encoder row. Batches are cut from the rows sorted by (layer, position): rows of one batch then
+    share most of their cone and walk down from nearly the same layer, which is cheaper. They run
+    widest cone (last position) first, so the workspace's buffers are sized once by the first batch.
     """
     order, slots = order.cpu(), slots.cpu()
     f = ctx.features[order.to(ctx.device)].cpu()  # (n, 3)
     sort = torch.argsort(f[:, 0] * ctx.T + f[:, 1], stable=True)
     order, slots = order[sort], slots[sort]
-    for start in range(0, len(order), batch_size):
+    positions = f[sort, 1]
+    starts = list(range(0, len(order), batch_size))
+    starts.sort(key=lambda s: -int(positions[min(s + batch_size, len(order)) - 1]))  # widest cone first
+    for start in starts:
         idx = order[start : start + batch_size].to(ctx.device)
-        cols, rows = attribute_rows(ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_rows(idx))
+        cols, rows = attribute_rows(
+            ctx, ctx.features[idx, 0], ctx.features[idx, 1], ctx.encoder_rows(idx), ctx.workspace
+        )
         store.add(slots[start : start + batch_size], cols, rows)
         del cols, rows
         release_freed_memory()  # the batch's temporaries leave holes in the heap (heap.py)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.workspace import Workspace
 from .context import ZERO_POSITIONS, AttributionContext
 
 
@@ -80,47 +81,58 @@ def _read_sources(ctx: AttributionContext, l: int, g_out: torch.Tensor, out: tor
 
 @torch.no_grad()
 def attribute_rows(
-    ctx: AttributionContext, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor
+    ctx: AttributionContext,
+    layers: torch.Tensor,
+    positions: torch.Tensor,
+    vectors: torch.Tensor,
+    work: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Edge rows for targets at (layers[i], positions[i]) with injection vectors[i], over their cone.
 
     Returns (cols, rows): cols (C,) int64 ascending graph columns (see `cone_columns`), rows (B, C)
     with rows[i, c] the direct effect of source cols[c] on target i. Sources outside the cone have
     no effect, by causality. layers[i] == n_layers marks a logit-style target read at the
-    final-norm output.
+    final-norm output. With a Workspace the temporaries reuse its buffers and `rows` lives in one
+    of them: it is valid until the next call with the same workspace.
     """
     frozen = ctx.frozen
+    work = Workspace() if work is None else work
     L = ctx.n_layers
     B = layers.shape[0]
     P = int(positions.max()) + 1
     top = int(layers.max())
     d = vectors.shape[1]
+    dt, dev = vectors.dtype, vectors.device
     cols = cone_columns(ctx, top, P)  # (C,)
     local = torch.full((ctx.n_sources,), -1, dtype=torch.long, device=cols.device)
     local[cols] = torch.arange(cols.numel(), device=cols.device)
-    out = vectors.new_zeros(B, cols.numel())
-    g = vectors.new_zeros(B, P, d)  # cotangent at the residual stream above the current layer
-    batch = torch.arange(B, device=vectors.device)
+    out = work.get("rows", (B, cols.numel()), dt, dev).zero_()
+    g = work.get("g", (B, P, d), dt, dev).zero_()  # cotangent at the residual stream above the current layer
+    batch = torch.arange(B, device=dev)
 
     at_end = layers == L
     if at_end.any():
         g_z = torch.zeros_like(g)
         g_z[batch[at_end], positions[at_end]] = vectors[at_end]
-        g = frozen.final_T(g_z)
+        g.copy_(frozen.final_T(g_z))
+        del g_z
 
+    first = True
     for l in range(min(top, L - 1), -1, -1):
-        g_in = None
         if l < top:  # rows whose target sits above layer l carry cotangent here
             g_out = frozen.output_site_T(l, g)
             _read_sources(ctx, l, g_out, out, local)
-            g_in = frozen.skip_T(l, g_out)
+            g_skip = frozen.skip_T(l, g_out)
+            del g_out
+            if g_skip is not None:
+                g += frozen.input_site_T(l, g_skip)
         here = layers == l
-        if here.any():
-            if g_in is None:
-                g_in = torch.zeros_like(g)
-            g_in[batch[here], positions[here]] += vectors[here]
-        g_mid = g if g_in is None else g + frozen.input_site_T(l, g_in)
-        g = frozen.attention_T(l, g_mid)
+        if here.any():  # targets at layer l inject their vectors at their input site
+            rows, pos = batch[here], positions[here]
+            g[rows, pos] += frozen.input_site_T_at(l, vectors[here], pos)
+        # at the batch's first layer every row is non-zero only at its own position (its injection)
+        frozen.attention_T_(l, g, at=positions if first else None, work=work)
+        first = False
 
     off = int(local[ctx.embedding_offset])
     out[:, off : off + P] = torch.einsum("bpd,pd->bp", g, ctx.clean.embeddings[:P])

@@ -189,6 +189,11 @@ class EdgeStore:
             if _consume:  # free each chunk once copied: peak memory is the result plus one chunk
                 c.sources = c.values = None
             dest = where[c.slots]  # (B,)
+            if dest.numel() and _consecutive(dest):  # the chunk's rows are consecutive result rows: one copy
+                first, last = int(indptr[int(dest[0])]), int(indptr[int(dest[-1]) + 1])
+                sources[first:last] = src
+                values[first:last] = val
+                continue
             mine = dest >= 0
             row_ids = torch.repeat_interleave(torch.arange(c.slots.numel()), c.counts)  # (nnz_c,)
             in_row = torch.arange(row_ids.numel()) - _indptr(c.counts)[row_ids]  # index within its row
@@ -224,6 +229,11 @@ class EdgeStore:
                 f.close()
             self._files = None
         self._chunks = []
+
+
+def _consecutive(dest: torch.Tensor) -> bool:
+    """dest (B,) int64 is d0, d0 + 1, ..., d0 + B - 1 with d0 >= 0."""
+    return bool(dest[0] >= 0) and bool((dest - torch.arange(dest.numel()) == dest[0]).all())
 
 
 def _own_pages(n: int, dtype: torch.dtype) -> torch.Tensor:

@@ -24,6 +24,7 @@ from .linear import linear_T
 from .norms import norm_T
 from .sites import norm_after_output, site_input_T
 from .weights import ModelWeights
+from .workspace import Workspace
 
 __all__ = ["FrozenModel", "norm_T"]
 
@@ -97,19 +98,70 @@ class FrozenModel:
         P = g_in.shape[1]
         return site_input_T(self.input_site, self.w.blocks[l].ln2, g_in, self.clean.scales["ln2"][l][:P])
 
-    def attention_T(self, l: int, g_mid: torch.Tensor) -> torch.Tensor:
-        """Cotangent at r_mid of layer l -> cotangent at r_l (residual plus the OV path)."""
+    def input_site_T_at(self, l: int, g_in: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """input_site_T for single vectors: g_in (n, d) at `positions` (n,) -> (n, d) at r_mid."""
+        scale = self.clean.scales["ln2"][l][positions]  # (n, 1)
+        return site_input_T(self.input_site, self.w.blocks[l].ln2, g_in, scale)
+
+    def attention_T(self, l: int, g_mid: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Cotangent at r_mid of layer l -> cotangent at r_l (residual plus the OV path); see attention_T_."""
+        return self.attention_T_(l, g_mid.clone(), at)
+
+    def attention_T_(
+        self, l: int, g: torch.Tensor, at: torch.Tensor | None = None, work: Workspace | None = None
+    ) -> torch.Tensor:
+        """In place: g (B, P, d), the cotangent at r_mid of layer l, becomes the cotangent at r_l.
+
+        This is most of attribution's time, so it makes as few passes over (B, P, d) as it can, with
+        its temporaries in `work` (models/workspace.py). The frozen ln1 scale of key k multiplies the
+        pattern's column k and the ln1 gain (and LayerNorm's centring) is folded into W_V, both of
+        which commute with the products. So the OV path is W_O^T, one pattern product per kv head
+        (the GQA group sum inside it, as a sum over (g, q)) and W_V^T added onto g by the same
+        product (addmm_).
+
+        at: (B,) positions, when row i of g is zero except at position at[i] (a batch's first
+        layer: each target injects at its own position). W_O^T and the pattern then run on one
+        position per row instead of P.
+        """
+        work = Workspace() if work is None else work
         b, c = self.w.blocks[l], self.clean
-        attn = b.attn
-        B, P, _ = g_mid.shape
-        g = g_mid
-        if b.post_attn_norm is not None:
-            g = norm_T(b.post_attn_norm, g, c.scales["post_attn"][l][:P])
+        attn, post = b.attn, b.post_attn_norm
+        B, P, d = g.shape
+        dt, dev = g.dtype, g.device
         H, Hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        g_z = linear_T(g, attn.W_O).view(B, P, H, dh)
-        pattern = c.patterns[l][:, :P, :P]
-        g_v = torch.einsum("hqk,bqhd->bkhd", pattern, g_z)  # (B, P, H, dh)
-        if Hkv != H:  # heads sharing a kv head add their cotangents
-            g_v = g_v.view(B, P, Hkv, H // Hkv, dh).sum(3)
-        g_x = linear_T(g_v.reshape(B, P, Hkv * dh), attn.W_V)
-        return g_mid + norm_T(b.ln1, g_x, c.scales["ln1"][l][:P])
+        G = H // Hkv  # query heads h = j * G + g share kv head j
+        ln1_scale = c.scales["ln1"][l][:P].reshape(1, 1, P).to(dt)
+        pattern = (c.patterns[l][:, :P, :P] * ln1_scale).view(Hkv, G, P, P)  # (j, g, q, k)
+        W_O = attn.W_O.to(dt)  # (d, H*dh)
+        g_v = work.get("g_v", (B, P, Hkv, dh), dt, dev)  # cotangent at the values
+        if at is None:
+            src = g if post is None else norm_T(post, g, c.scales["post_attn"][l][:P])
+            g_z = torch.matmul(src, W_O, out=work.get("g_z", (B, P, H * dh), dt, dev))
+            z = work.get("z_heads", (Hkv, G, P, B, dh), dt, dev)  # rows (g, q) of each kv head j
+            z.copy_(g_z.view(B, P, Hkv, G, dh).permute(2, 3, 1, 0, 4))
+            mixed = work.get("v_heads", (Hkv, P, B, dh), dt, dev)
+            left = pattern.permute(0, 3, 1, 2).reshape(Hkv, P, G * P)  # (j, k, (g, q))
+            torch.bmm(left, z.view(Hkv, G * P, B * dh), out=mixed.view(Hkv, P, B * dh))
+            g_v.copy_(mixed.permute(2, 1, 0, 3))
+        else:
+            src = g[torch.arange(B, device=dev), at]  # (B, d): the only non-zero position of each row
+            if post is not None:
+                src = norm_T(post, src, c.scales["post_attn"][l][at])
+            g_z = (src @ W_O).view(B, Hkv, G, dh)
+            left = pattern[:, :, at].permute(2, 0, 3, 1)  # (b, j, k, g): row b's query is at[b]
+            mixed = work.get("v_rows", (B, Hkv, P, dh), dt, dev)
+            torch.matmul(left, g_z, out=mixed)
+            g_v.copy_(mixed.permute(0, 2, 1, 3))
+        W_V = _fold_norm(b.ln1, attn.W_V, dt)  # (Hkv*dh, d)
+        g.view(B * P, d).addmm_(g_v.view(B * P, Hkv * dh), W_V)
+        return g
+
+
+def _fold_norm(norm, W: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """W (out, d) @ diag(gain) [@ C]: a frozen norm's gain (and LayerNorm's centring C = I - 11^T/d,
+    symmetric) folded into the weight that reads the norm's output, in the compute dtype."""
+    wide = torch.promote_types(dtype, torch.float32)  # float64 stays float64 (the oracle tests)
+    W = W.to(wide) * norm.gain.to(wide)
+    if norm.kind == "layer":
+        W = W - W.mean(dim=1, keepdim=True)
+    return W.to(dtype)
