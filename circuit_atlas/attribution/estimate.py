@@ -493,6 +493,41 @@ def check_attribution_budget(model, prompt, **settings) -> Estimate:
         _last[:] = [key, shape]
     throughput = matmul_throughput(model.device)
     est = estimate_shape(shape, config, throughput)
-    if est.peak_bytes > budget:
-        raise AttributionTooLarge(refusal(shape, est, budget, config, throughput))
+    message = over_budget(shape, est, config, throughput, budget, device_free_bytes(model.device), model.device)
+    if message:
+        raise AttributionTooLarge(message)
     return est
+
+
+def device_free_bytes(device) -> float | None:
+    """Free memory on an accelerator (torch.cuda.mem_get_info), None for the CPU, whose RAM is the budget."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return float(torch.cuda.mem_get_info(device)[0])
+
+
+def over_budget(shape: Shape, est: Estimate, config: AttributionConfig, throughput: float, budget: float,
+                device_free: float | None, device="cpu") -> str | None:  # fmt: skip
+    """The refusal, or None if the attribution fits.
+
+    On the CPU everything shares the RAM budget. On an accelerator the context and one batch of rows must
+    fit AVAILABLE_FRACTION of the device's free memory (the loaded weights are already counted there) and
+    the edges with their post-processing the RAM budget, each checked on its own: a run that fits in
+    total can still overflow the device, and the other way round.
+    """
+    if device_free is None:
+        return refusal(shape, est, budget, config, throughput) if est.peak_bytes > budget else None
+    room = AVAILABLE_FRACTION * device_free
+    if est.device_bytes > room:
+        return (
+            f"this attribution would need about {_gb(est.device_bytes)} on {device} (the clean run's patterns and "
+            f"activations, the attribution context and one batch of rows), more than the {_gb(room)} free there "
+            f"({est.describe()}). To fit, lower the batch size with --batch-size B (batch_size=B; now "
+            f"{config.batch_size}) or shorten the prompt; the edges stay in host RAM either way"
+        )
+    if est.host_bytes > budget:
+        return refusal(shape, dataclasses.replace(est, peak_bytes=est.host_bytes), budget, config, throughput)
+    return None

@@ -21,6 +21,7 @@ from circuit_atlas.attribution.estimate import (
     estimate_attribution,
     estimate_shape,
     memory_budget,
+    over_budget,
     refusal,
     shape_from_config,
     shape_of_prompt,
@@ -83,6 +84,26 @@ def test_over_budget_is_refused_with_a_fix_that_fits():
     with memory_budget(budget_gb):
         g = attribute(model, PROMPT, max_feature_nodes=k, progress=False)  # the suggested setting runs
     assert g.n_rows == k + g.count("logit")
+
+
+def test_on_an_accelerator_device_and_host_memory_are_checked_apart():
+    """The context and a batch must fit the device's free memory; the edges the RAM budget; each alone."""
+    model = toy()
+    cfg = AttributionConfig()
+    shape = shape_of_prompt(model, model.tokenize(PROMPT), cfg)
+    est = estimate_shape(shape, cfg, 1e11)
+    assert 0 < est.device_bytes < est.peak_bytes and 0 < est.host_bytes < est.peak_bytes
+    total = est.peak_bytes
+    roomy = 2 * total / 0.8
+    assert over_budget(shape, est, cfg, 1e11, total, None) is None  # CPU: the sum against the RAM budget
+    assert over_budget(shape, est, cfg, 1e11, 0.99 * total, None) is not None
+    # on a device, the same total budget in RAM is plenty once the device holds its part
+    assert over_budget(shape, est, cfg, 1e11, 0.99 * total, roomy, "cuda:0") is None
+    small_device = 0.9 * est.device_bytes / 0.8
+    message = over_budget(shape, est, cfg, 1e11, 10 * total, small_device, "cuda:0")
+    assert message and "on cuda:0" in message and "--batch-size" in message and "free there" in message
+    message = over_budget(shape, est, cfg, 1e11, 0.9 * est.host_bytes, roomy, "cuda:0")
+    assert message and "--memory-budget-gb" in message and "on cuda:0" not in message
 
 
 def _old_dense_peak_lower_bound(est) -> float:
