@@ -16,7 +16,7 @@ import ctypes
 import ctypes.util
 import functools
 
-TRIM_FREE_BYTES = 128 * 2**20
+TRIM_FREE_BYTES = 512 * 2**20
 
 
 class _MallInfo2(ctypes.Structure):

@@ -133,15 +133,16 @@ class FrozenModel:
         ln1_scale = c.scales["ln1"][l][:P].reshape(1, 1, P).to(dt)
         pattern = (c.patterns[l][:, :P, :P] * ln1_scale).view(Hkv, G, P, P)  # (j, g, q, k)
         W_O = attn.W_O.to(dt)  # (d, H*dh)
-        g_v = work.get("g_v", (B, P, Hkv, dh), dt, dev)  # cotangent at the values
         if at is None:
             src = g if post is None else norm_T(post, g, c.scales["post_attn"][l][:P])
-            g_z = torch.matmul(src, W_O, out=work.get("g_z", (B, P, H * dh), dt, dev))
-            z = work.get("z_heads", (Hkv, G, P, B, dh), dt, dev)  # rows (g, q) of each kv head j
+            # two buffers take turns: g_z, then the pattern's output; the per-head copy, then g_v
+            g_z = torch.matmul(src, W_O, out=work.get("a", (B, P, H * dh), dt, dev))
+            z = work.get("b", (Hkv, G, P, B, dh), dt, dev)  # rows (g, q) of each kv head j
             z.copy_(g_z.view(B, P, Hkv, G, dh).permute(2, 3, 1, 0, 4))
-            mixed = work.get("v_heads", (Hkv, P, B, dh), dt, dev)
+            mixed = work.get("a", (Hkv, P, B, dh), dt, dev)  # g_z is spent
             left = pattern.permute(0, 3, 1, 2).reshape(Hkv, P, G * P)  # (j, k, (g, q))
             torch.bmm(left, z.view(Hkv, G * P, B * dh), out=mixed.view(Hkv, P, B * dh))
+            g_v = work.get("b", (B, P, Hkv, dh), dt, dev)  # z is spent
             g_v.copy_(mixed.permute(2, 1, 0, 3))
         else:
             src = g[torch.arange(B, device=dev), at]  # (B, d): the only non-zero position of each row
@@ -149,8 +150,9 @@ class FrozenModel:
                 src = norm_T(post, src, c.scales["post_attn"][l][at])
             g_z = (src @ W_O).view(B, Hkv, G, dh)
             left = pattern[:, :, at].permute(2, 0, 3, 1)  # (b, j, k, g): row b's query is at[b]
-            mixed = work.get("v_rows", (B, Hkv, P, dh), dt, dev)
+            mixed = work.get("a", (B, Hkv, P, dh), dt, dev)
             torch.matmul(left, g_z, out=mixed)
+            g_v = work.get("b", (B, P, Hkv, dh), dt, dev)  # cotangent at the values
             g_v.copy_(mixed.permute(0, 2, 1, 3))
         W_V = _fold_norm(b.ln1, attn.W_V, dt)  # (Hkv*dh, d)
         g.view(B * P, d).addmm_(g_v.view(B * P, Hkv * dh), W_V)
