@@ -63,20 +63,28 @@ def _timed(name: str):
 SMALL_BATCH_ELEMENTS = 1 << 20
 
 
+@contextmanager
+def threads_for(model: ReplacementModel, input_ids: torch.Tensor, batch_size: int):
+    """One intra-op thread while a small attribution runs (see SMALL_BATCH_ELEMENTS), else as set."""
+    threads = torch.get_num_threads()
+    elements = batch_size * len(input_ids) * model.weights.d_model
+    if model.device.type != "cpu" or threads == 1 or elements >= SMALL_BATCH_ELEMENTS:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _small_on_one_thread(fn):
     batch_default = inspect.signature(fn).parameters["batch_size"].default
 
     @functools.wraps(fn)
     def run(model, prompt, **kwargs):
-        threads = torch.get_num_threads()
-        elements = kwargs.get("batch_size", batch_default) * len(model.tokenize(prompt)) * model.weights.d_model
-        if model.device.type != "cpu" or threads == 1 or elements >= SMALL_BATCH_ELEMENTS:
+        with threads_for(model, model.tokenize(prompt), kwargs.get("batch_size", batch_default)):
             return fn(model, prompt, **kwargs)
-        torch.set_num_threads(1)
-        try:
-            return fn(model, prompt, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
 
     return run
 

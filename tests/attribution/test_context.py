@@ -14,6 +14,7 @@ from circuit_atlas.attribution.attribute import (
     compute_feature_rows_by_influence,
     compute_logit_rows,
     logit_targets,
+    threads_for,
 )
 from circuit_atlas.attribution.context import build_context
 from circuit_atlas.graph.edge_store import EdgeStore
@@ -98,14 +99,15 @@ def test_the_named_phases_compose_into_attribute(model, max_feature_nodes):
     """attribute() is its phases in order: running them by hand gives the same graph."""
     graph = attribute(model, PROMPT, max_n_logits=3, max_feature_nodes=max_feature_nodes, progress=False)
     ids = model.tokenize(PROMPT)
-    frozen = clean_run(model, ids)
-    targets = logit_targets(model, frozen, None, 3, 0.95)
-    ctx = build_context(frozen)
-    n_rows = ctx.n_features if max_feature_nodes is None else min(max_feature_nodes, ctx.n_features)
-    store = EdgeStore(ctx.n_sources)
-    compute_logit_rows(ctx, targets, 256, store, first_slot=n_rows)
-    row_features, slot_order = compute_feature_rows_by_influence(ctx, targets, n_rows, 256, 4, store, False)
-    by_hand = assemble_graph(model, ctx, targets, store.finish(slot_order), row_features, ids)
+    with threads_for(model, ids, 256):  # as attribute() runs them (a small graph: one intra-op thread)
+        frozen = clean_run(model, ids)
+        targets = logit_targets(model, frozen, None, 3, 0.95)
+        ctx = build_context(frozen)
+        n_rows = ctx.n_features if max_feature_nodes is None else min(max_feature_nodes, ctx.n_features)
+        store = EdgeStore(ctx.n_sources)
+        compute_logit_rows(ctx, targets, 256, store, first_slot=n_rows)
+        row_features, slot_order = compute_feature_rows_by_influence(ctx, targets, n_rows, 256, 4, store, False)
+        by_hand = assemble_graph(model, ctx, targets, store.finish(slot_order), row_features, ids)
     assert torch.equal(by_hand.row_nodes, graph.row_nodes)
     for a, b in zip(by_hand.edge_list(), graph.edge_list()):
         assert torch.equal(a, b)
