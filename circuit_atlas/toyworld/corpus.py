@@ -361,6 +361,7 @@ def eval_sets(seed: int = 0) -> dict[str, list[tuple[str, str]]]:
 def corpus_config_json(cfg: CorpusConfig) -> str:
     d = cfg.to_json()
     d["heldout_cities"] = heldout_cities(cfg.seed)
+    d["city_scheme"] = W.CITY_SCHEME  # the world the model was trained on (CIRCUIT_ATLAS_TOYWORLD_CITIES)
     d["n_regions"] = len(W.REGIONS)
     d["n_cities"] = len(W.all_cities())
     return json.dumps(d, indent=2, ensure_ascii=False)
