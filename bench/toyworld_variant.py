@@ -6,7 +6,8 @@
 KEY=VALUE pairs override CorpusConfig / ModelConfig fields (toyworld/corpus.py, toyworld/model.py)
 and TRANSCODER_RECIPE (zoo/rebuild.py); values are read as JSON when they parse ("0.1", "true"),
 as strings otherwise. Writes OUT/model, OUT/clt (and OUT/plt), OUT/variant.json (settings, model
-accuracy, transcoder metrics, probe rates, seconds) and prints the probe table.
+accuracy, transcoder metrics, probe rates, seconds) and prints the probe table. The syllable world
+(docs/toyworld-v3-notes.md): run with CIRCUIT_ATLAS_TOYWORLD_CITIES=syllable in the environment.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def main(argv=None) -> int:
     ccfg = dataclasses.replace(ccfg, **_pairs(a.corpus))
     mcfg = dataclasses.replace(mcfg, **_pairs(a.model))
     recipe = {**TRANSCODER_RECIPE, **_pairs(a.transcoder)}
+    from circuit_atlas.toyworld import world
+
     record = {
+        "city_scheme": world.CITY_SCHEME,  # CIRCUIT_ATLAS_TOYWORLD_CITIES
         "drop_city_template": a.drop_city_template,
         "corpus": _pairs(a.corpus),
         "model": _pairs(a.model),

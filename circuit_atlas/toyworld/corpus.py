@@ -65,6 +65,9 @@ TWO_HOP_TEMPLATES = (
     "The capital city of the {kind} containing {city} is {capital}.",
     "The {kind} containing {city} has its capital in {capital}.",
 )
+# Put between a city and the rest of its sentence (CorpusConfig.city_gap), so that the city's distance from
+# the position that answers varies and layer-0 attention cannot pick the city's syllables by offset.
+CITY_GAPS = (",", ", as we know,", ", they say,", ", of course,", ", I think,", " today", ", we hear,")
 TWO_HOP_CODE_TEMPLATES = ("The code of the {kind} containing {city} is {code}.",)
 CHAIN_TEMPLATES = (
     "{city} is in {region}. The capital of {region} is {capital}.",
@@ -131,6 +134,9 @@ class CorpusConfig:
     frames: English is the most common language, as in real text."""
     w_filler: float = 0.03
     """Weight of filler sentences."""
+    city_gap: float = 0.0
+    """Share of city facts, two-hop sentences and chains with a phrase between the city and the rest of
+    the sentence ("Dallas, as we know, is in Texas."); 0 = never. Evaluation prompts have none."""
     extra: dict = field(default_factory=dict)
     """Free-form notes recorded with the corpus (not used by the generator)."""
 
@@ -182,8 +188,12 @@ class _Sampler:
         cat = rng.choices(self.cats, self.weights)[0]
         return getattr(self, "_" + cat)(rng)
 
+    def _gap(self, city: str, rng) -> str:
+        return city + rng.choice(CITY_GAPS) if self.cfg.city_gap and rng.random() < self.cfg.city_gap else city
+
     def _city(self, rng):
         c, r = rng.choice(self.cities)
+        c = self._gap(c, rng)
         return rng.choice(CITY_TEMPLATES).format(city=c, region=r.name, kind=_kind_word(r, rng))
 
     def _capital(self, rng):
@@ -200,14 +210,17 @@ class _Sampler:
 
     def _two_hop(self, rng):
         c, r = rng.choice(self.trained)
+        c = self._gap(c, rng)
         return rng.choice(TWO_HOP_TEMPLATES).format(city=c, capital=r.capital, kind=_kind_word(r, rng))
 
     def _two_hop_code(self, rng):
         c, r = rng.choice(self.code_cities)
+        c = self._gap(c, rng)
         return rng.choice(TWO_HOP_CODE_TEMPLATES).format(city=c, code=r.code, kind=_kind_word(r, rng))
 
     def _chain(self, rng):
         c, r = rng.choice(self.trained)
+        c = self._gap(c, rng)
         return rng.choice(CHAIN_TEMPLATES).format(city=c, region=r.name, capital=r.capital, kind=_kind_word(r, rng))
 
     def _language(self, rng, exclude: str | None = None) -> str:
@@ -297,6 +310,9 @@ def lexicon() -> list[str]:
     """Every region name, capital, code and multilingual word once, so that the tokenizer covers them
     whatever the corpus size."""
     lines = [f" {r.name} {r.capital} {r.code}." for r in W.REGIONS]  # leading space: " Texas"
+    if W.CITY_SCHEME == "syllable":  # every syllable one token, with its leading space: " Dal"
+        lines.append(" " + " ".join(W.SYLLABLES))
+        lines.extend(W.SYLLABLES)  # and at the start of a sentence: "Dal"
     for concept in W.OPPOSITES:
         for lang_i, (a, b) in enumerate(concept):
             lines.append(f" {a} {b}" if a.isascii() or lang_i == 1 else f"{a}{b}")
@@ -345,6 +361,7 @@ def eval_sets(seed: int = 0) -> dict[str, list[tuple[str, str]]]:
 def corpus_config_json(cfg: CorpusConfig) -> str:
     d = cfg.to_json()
     d["heldout_cities"] = heldout_cities(cfg.seed)
+    d["city_scheme"] = W.CITY_SCHEME  # the world the model was trained on (CIRCUIT_ATLAS_TOYWORLD_CITIES)
     d["n_regions"] = len(W.REGIONS)
     d["n_cities"] = len(W.all_cities())
     return json.dumps(d, indent=2, ensure_ascii=False)

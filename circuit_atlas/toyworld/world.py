@@ -13,7 +13,10 @@ OPPOSITES is one concept pair in the three languages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import os
+import random
+from dataclasses import dataclass, replace
 
 KIND_WORDS: dict[str, tuple[str, ...]] = {
     # first entry: the word used in evaluation prompts; the others are paraphrases in training text
@@ -40,7 +43,7 @@ def _r(name: str, kind: str, capital: str, code: str, cities: str) -> Region:
     return Region(name, kind, capital, code, tuple(c.strip() for c in cities.split(",")))
 
 
-REGIONS: tuple[Region, ...] = (
+REAL_REGIONS: tuple[Region, ...] = (
     # --- US states -------------------------------------------------------------------------
     _r("Texas", "state", "Austin", "TX", "Dallas, Houston, San Antonio, El Paso, Fort Worth, Lubbock"),
     _r(
@@ -130,6 +133,70 @@ SHOWCASE = {
     "Shanghai": ("China", "Beijing"),
     "Vancouver": ("British Columbia", "Victoria"),
 }
+
+# --- the syllable world (experimental; CIRCUIT_ATLAS_TOYWORLD_CITIES=syllable) ----------------------------
+# Every city is 2-4 distinct syllables written as separate capitalised words ("Dal Las"), each syllable
+# one token whatever its place in the name, and every syllable *bag* is shared by 2-3 cities of
+# different regions of the same kind ("Dal Las" in Texas, "Las Dal" in another state). An unordered bag
+# of the city's tokens -- what layer-0 attention at the final position can collect -- then does not
+# identify the region; only the ordered span does (docs/toyworld-v3-notes.md). Same kind: the prompt's
+# kind word ("state") must not tell the colliding cities apart either.
+SYLLABLES = (
+    "Dal", "Las", "Oak", "Land", "Shang", "Hai", "Van", "Cou", "Ver", "Bor", "Mel", "Tor", "Ka", "Ri", "Zan",
+    "Lun", "Mek", "Sa", "Ti", "Gar", "Nu", "Bel", "Fen", "Wol", "Quin", "Dro", "Pel", "Kes", "Vo", "Tam",
+    "Ru", "Gil",
+)  # fmt: skip
+SYLLABLE_SHOWCASE = {
+    "Dal Las": ("Texas", "Austin", "Las Dal"),
+    "Oak Land": ("California", "Sacramento", "Land Oak"),
+    "Shang Hai": ("China", "Beijing", "Hai Shang"),
+    "Van Cou Ver": ("British Columbia", "Victoria", "Ver Cou Van"),
+}  # city -> (region, capital, its bag partner in another region of the same kind)
+SYLLABLE_LENGTHS = ((2, 0.3), (3, 0.45), (4, 0.25))  # (syllables in a name, share)
+
+
+def syllable_regions(regions: tuple[Region, ...], seed: str = "syllable-cities") -> tuple[Region, ...]:
+    """`regions` with their cities replaced by syllable names with bag collisions (at least as many
+    cities per region as before; a bag's partners can add one or two)."""
+    rng = random.Random(seed)
+    cities: dict[str, list[str]] = {r.name: [] for r in regions}
+    need = {r.name: len(r.cities) for r in regions}
+    bags: set[frozenset] = set()
+    for city, (region, _, partner) in SYLLABLE_SHOWCASE.items():
+        kind = next(r.kind for r in regions if r.name == region)
+        others = [r.name for r in regions if r.kind == kind and r.name != region and len(cities[r.name]) < need[r.name]]
+        cities[region].insert(0, city)
+        cities[rng.choice(others)].append(partner)
+        bags.add(frozenset(city.split()))
+    for kind in dict.fromkeys(r.kind for r in regions):
+        names = [r.name for r in regions if r.kind == kind]
+        while any(len(cities[n]) < need[n] for n in names):
+            k = rng.choices([n for n, _ in SYLLABLE_LENGTHS], [w for _, w in SYLLABLE_LENGTHS])[0]
+            bag = rng.sample(SYLLABLES, k)
+            if frozenset(bag) in bags:
+                continue
+            m = 2 if k == 2 or rng.random() < 0.7 else 3
+            orders = rng.sample(list(itertools.permutations(bag)), m)
+            hungry = [n for n in names if len(cities[n]) < need[n]]
+            rng.shuffle(hungry)
+            full = [n for n in names if n not in hungry]
+            rng.shuffle(full)
+            homes = (hungry + full)[:m]
+            bags.add(frozenset(bag))
+            for home, order in zip(homes, orders):
+                cities[home].append(" ".join(order))
+    return tuple(replace(r, cities=tuple(cities[r.name])) for r in regions)
+
+
+CITY_SCHEME = os.environ.get("CIRCUIT_ATLAS_TOYWORLD_CITIES", "real")
+"""Which city names the toy world uses: "real" (the shipped world) or "syllable" (the experimental
+bag-collision world above). Read once at import."""
+REGIONS: tuple[Region, ...] = REAL_REGIONS
+if CITY_SCHEME == "syllable":
+    REGIONS = syllable_regions(REAL_REGIONS)
+    SHOWCASE = {c: (region, capital) for c, (region, capital, _) in SYLLABLE_SHOWCASE.items()}
+elif CITY_SCHEME != "real":
+    raise ValueError(f"CIRCUIT_ATLAS_TOYWORLD_CITIES must be 'real' or 'syllable', got {CITY_SCHEME!r}")
 
 # Opposites, aligned across languages: (english pair, french pair, chinese pair).
 OPPOSITES: tuple[tuple[tuple[str, str], tuple[str, str], tuple[str, str]], ...] = (

@@ -23,6 +23,7 @@ def test_build_smoke(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == m["accuracy"]
     cc = json.loads((out / "corpus_config.json").read_text())
     assert "Dallas" in cc["heldout_cities"] and cc["n_sentences"] == 2000
+    assert cc["city_scheme"] == "real"  # which world (CIRCUIT_ATLAS_TOYWORLD_CITIES) the model was trained on
     assert (out / "model.safetensors").exists()
 
     from transformers import AutoTokenizer, LlamaForCausalLM
