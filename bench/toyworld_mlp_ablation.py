@@ -23,6 +23,20 @@ import random
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def encode_two_hop(tok, city, region):
+    """(ids (1, T) with BOS, the positions of the city's tokens) of the two-hop prompt for `city`."""
+    import torch
+
+    from circuit_atlas.toyworld import experiments as ex
+
+    prompt = ex.two_hop_prompt(city, region)
+    enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    start = prompt.find(city)
+    end = start + len(city)
+    span = [j + 1 for j, (s, e) in enumerate(enc["offset_mapping"]) if s < end and e > start]  # +1: BOS
+    return torch.tensor([[tok.bos_token_id] + enc["input_ids"]]), span
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", nargs="?", default="circuit_atlas/zoo/toyworld/model")
@@ -33,7 +47,6 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from circuit_atlas.toyworld import experiments as ex
     from circuit_atlas.toyworld import world
 
     torch.set_num_threads(2)
@@ -61,12 +74,7 @@ def main(argv=None) -> int:
     picks = rng.sample(world.all_cities(), a.cities)
 
     def encode(city, region):
-        prompt = ex.two_hop_prompt(city, region)
-        enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
-        start = prompt.find(city)
-        end = start + len(city)
-        span = [j + 1 for j, (s, e) in enumerate(enc["offset_mapping"]) if s < end and e > start]  # +1: BOS
-        return torch.tensor([[tok.bos_token_id] + enc["input_ids"]]), span
+        return encode_two_hop(tok, city, region)
 
     def capital_id(region) -> int:
         return tok.encode(" " + region.capital, add_special_tokens=False)[0]

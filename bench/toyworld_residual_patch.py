@@ -19,6 +19,8 @@ import random
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from toyworld_mlp_ablation import encode_two_hop  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -29,7 +31,6 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from circuit_atlas.toyworld import experiments as ex
     from circuit_atlas.toyworld import world
 
     torch.set_num_threads(2)
@@ -53,12 +54,7 @@ def main(argv=None) -> int:
         block.register_forward_hook(lambda mod, inp, out, i=i: hook(i, out))
 
     def encode(city, region):
-        prompt = ex.two_hop_prompt(city, region)
-        enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
-        start = prompt.find(city)
-        end = start + len(city)
-        span = [j + 1 for j, (s, e) in enumerate(enc["offset_mapping"]) if s < end and e > start]  # +1: BOS
-        return torch.tensor([[tok.bos_token_id] + enc["input_ids"]]), span
+        return encode_two_hop(tok, city, region)
 
     def top1(ids) -> int:
         with torch.no_grad():
