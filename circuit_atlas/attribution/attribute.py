@@ -260,6 +260,7 @@ def compute_feature_rows_by_influence(ctx: AttributionContext, targets: list[Tar
             csr = store.to_csr(slots, in_memory=True)
             influence = node_influence(csr, node_of_row, n_nodes, weights, node_layer=node_layer)[:A]
             del csr
+            release_freed_memory(threshold=0)  # the ranking's copy of the edges leaves a hole its own size
             influence[visited] = -1
             take = min(update_interval * batch_size, n_rows - done)
             chosen = torch.argsort(influence, descending=True, stable=True)[:take]
