@@ -351,3 +351,15 @@ def tiny_transcoders(
         output_hook=output_hook,
         name=f"tiny-{kind}{'-skip' if skip else ''}-{activation}",
     )
+
+
+def tiny_llama_replacement(kind: str):
+    """A ReplacementModel of the tiny Llama with a random ReLU `kind` ("plt" / "clt") set of 48 features per layer."""
+    from circuit_atlas import ReplacementModel
+    from circuit_atlas.transcoders.random import random_transcoders
+
+    tok = tiny_tokenizer()
+    hf = tiny_model("llama", tokenizer=tok)
+    cfg = hf.config
+    tc = random_transcoders(kind, cfg.num_hidden_layers, cfg.hidden_size, 48, activation="relu", seed=3)
+    return ReplacementModel(hf, tok, tc)

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 import torch
-from tiny import PROMPT, tiny_model, tiny_tokenizer
+from tiny import PROMPT, tiny_llama_replacement
 
-from circuit_atlas import ReplacementModel, attribute
+from circuit_atlas import attribute
 from circuit_atlas.attribution import backward, context
 from circuit_atlas.attribution.attribute import (
     assemble_graph,
@@ -18,16 +18,11 @@ from circuit_atlas.attribution.attribute import (
 )
 from circuit_atlas.attribution.context import build_context
 from circuit_atlas.graph.edge_store import EdgeStore
-from circuit_atlas.transcoders.random import random_transcoders
 
 
 @pytest.fixture(scope="module", params=["plt", "clt"])
 def model(request):
-    tok = tiny_tokenizer()
-    hf = tiny_model("llama", tokenizer=tok)
-    cfg = hf.config
-    tc = random_transcoders(request.param, cfg.num_hidden_layers, cfg.hidden_size, 48, activation="relu", seed=3)
-    return ReplacementModel(hf, tok, tc)
+    return tiny_llama_replacement(request.param)
 
 
 def _nbytes(value) -> int:
