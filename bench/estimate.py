@@ -28,6 +28,7 @@ sys.path.insert(0, {root!r})
 import torch
 from circuit_atlas import ReplacementModel, attribute
 from circuit_atlas.attribution import estimate as E
+from circuit_atlas.attribution.budget import memory_budget
 from circuit_atlas.attribution.config import AttributionConfig
 
 def status(key):
@@ -43,7 +44,7 @@ with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')  # reset VmHWM to the current RSS: the peak below is the attribution's own
 start = status('VmRSS')
 t = time.perf_counter()
-with E.memory_budget(1000):
+with memory_budget(1000):
     g = attribute(model, ids, max_feature_nodes={K}, edge_budget={EB}, progress=False)
 t_attr = time.perf_counter() - t
 g.save({out!r}); g.prune(); g.scores()

@@ -45,8 +45,9 @@ def main() -> None:
     from models import GGUFS
 
     from circuit_atlas import ReplacementModel, attribute
+    from circuit_atlas.attribution.budget import memory_budget
     from circuit_atlas.attribution.config import AttributionConfig
-    from circuit_atlas.attribution.estimate import estimate_attribution, memory_budget
+    from circuit_atlas.attribution.estimate import estimate_attribution
     from circuit_atlas.transcoders.random import calibrate_thresholds, random_transcoders
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", min(2, os.cpu_count() or 1))))

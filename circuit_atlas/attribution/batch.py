@@ -123,7 +123,7 @@ def rank_lock(out_dir: Path, rank: int):
 def trace_one(model, spec: PromptSpec, settings: BatchSettings):
     """The graph of one prompt, exactly as `circuit-atlas trace` computes it (cli.run_trace)."""
     from .attribute import attribute
-    from .estimate import check_attribution_budget, memory_budget
+    from .budget import check_attribution_budget, memory_budget
 
     config = settings.config
     targets = list(spec.targets) if spec.targets is not None else settings.targets

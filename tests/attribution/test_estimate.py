@@ -12,17 +12,13 @@ import pytest
 import torch
 
 from circuit_atlas import ReplacementModel, attribute
+from circuit_atlas.attribution.budget import AttributionTooLarge, available_bytes, memory_budget, over_budget, refusal
 from circuit_atlas.attribution.config import AttributionConfig
 from circuit_atlas.attribution.estimate import (
     GB,
-    AttributionTooLarge,
-    available_bytes,
     cone_sizes,
     estimate_attribution,
     estimate_shape,
-    memory_budget,
-    over_budget,
-    refusal,
     shape_from_config,
     shape_of_prompt,
 )
