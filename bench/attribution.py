@@ -347,6 +347,7 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
         (root / f"ours_{st}.error.json").unlink(missing_ok=True)
         cmd = [sys.executable, BENCH / "run_ours.py", "--size", size, "--kind", kind, "--repeats", repeats]
         cmd += ["--max-feature-nodes", mfn] if mfn is not None else []
+        cmd += ["--memory-budget-gb", args.ours_memory_budget_gb] if args.ours_memory_budget_gb else []
         try:
             _, timed_out = run(cmd, f"{tag} circuit-atlas", timeout=args.ours_timeout)
             if timed_out:
@@ -363,7 +364,7 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
     if row["ct"] and row["ours"]:
         say(f"{tag}: comparing graphs")
         row["compare"] = compare(root / f"ct_{st}.safetensors", root / f"ours_{st}.safetensors", row["n_layers"])
-    if row["ours"] and mfn is None and size != "small" and not args.no_floor:
+    if row["ours"] and size != "small" and not args.no_floor:
         from floor import floor_for
 
         fl_json = root / f"floor_{st}.json"  # measured with the run (the matmul rate then), kept for --assemble
@@ -426,6 +427,9 @@ def main() -> None:
         help="prompt lengths of --scaling [16 64 256 1024]",
     )
     ap.add_argument("--ct-timeout", type=float, default=None, help="cap on a circuit-tracer process, seconds [none]")
+    ap.add_argument(
+        "--ours-memory-budget-gb", type=float, default=None, help="circuit-atlas's memory budget [its default]"
+    )
     ap.add_argument("--ours-timeout", type=float, default=None, help="cap on a circuit-atlas process, seconds [none]")
     ap.add_argument(
         "--ct-max-gb",

@@ -100,6 +100,7 @@ def main() -> None:
         print("| tokens | max feature nodes | edge budget | active | est. edges | edges | sparse GB | dense GB | est. peak GB "
               "| peak GB | peak est/meas | est. s | s | time est/meas |")  # fmt: skip
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        runs = []
         for T in args.tokens:
             for K, EB in [(K, EB) for K in args.max_feature_nodes for EB in args.edge_budget]:
                 code = CHILD.format(root=root, model=model_dir, tc=tc_dir, T=T, K=K or None, EB=EB or None,
@@ -115,6 +116,30 @@ def main() -> None:
                       f"{m['est_gb'] / m['peak_gb']:.2f} | {m['est_s']:.1f} | {m['seconds']:.1f} | "
                       f"{m['est_s'] / m['seconds']:.2f} |", flush=True)  # fmt: skip
                 print("<!-- " + json.dumps(m) + " -->", file=sys.stderr, flush=True)
+                runs.append(m)
+        print(refit(runs))
+
+
+def refit(runs: list[dict]) -> str:
+    """ROW_EFFICIENCY that the full graphs (exact edge counts) measured, SECONDS_PER_EDGE kept: the time of a
+    run minus its edge term is the row batches' time, flops / (efficiency x probe throughput)."""
+    from circuit_atlas.attribution import estimate as E
+
+    fits = []
+    for m in runs:
+        if not m["exact"]:
+            continue
+        edge_s = m["est_s"] - m["flops"] / (E.ROW_EFFICIENCY * m["throughput"])
+        rows_s = m["seconds"] - edge_s
+        if rows_s > 0:
+            fits.append(m["flops"] / (m["throughput"] * rows_s))
+    if not fits:
+        return "refit: no full graph among the runs"
+    fits.sort()
+    return (
+        f"refit: ROW_EFFICIENCY {fits[len(fits) // 2]:.3f} (median of {len(fits)} full graphs, range "
+        f"{fits[0]:.3f}-{fits[-1]:.3f}; now {E.ROW_EFFICIENCY})"
+    )
 
 
 if __name__ == "__main__":

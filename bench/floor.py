@@ -33,8 +33,11 @@ import torch
 BENCH = Path(__file__).resolve().parent
 
 
-def row_flops(cfg: dict, kind: str, features: torch.Tensor, T: int, n_logits: int) -> float:
-    """FLOPs of all rows: every active feature's (features (A, 2+) int: layer, position, ...) and n_logits logits'."""
+def row_flops(
+    cfg: dict, kind: str, features: torch.Tensor, T: int, n_logits: int, rows: torch.Tensor | None = None
+) -> float:
+    """FLOPs of the rows of the active features `rows` (default all of `features`; (A, 2+) int: layer,
+    position, ...) and of n_logits logits; every active feature in `features` is a source."""
     d, H, Hkv, L = cfg["d_model"], cfg["n_heads"], cfg["n_kv_heads"], cfg["n_layers"]
     e = d // H
     fl, fp = features[:, 0].long(), features[:, 1].long()
@@ -55,6 +58,8 @@ def row_flops(cfg: dict, kind: str, features: torch.Tensor, T: int, n_logits: in
         sources = src[layer, pos] + layer.double() * Pp + Pp  # features + errors + embeddings
         return float((n_attn.double() * attn_layer[pos] + 2 * d * sources).sum())
 
+    if rows is not None:  # under max_feature_nodes only the chosen features have rows
+        fl, fp = rows[:, 0].long(), rows[:, 1].long()
     total = cost(fl, fp, fl + 1)
     lt = torch.full((n_logits,), L, dtype=torch.long)
     total += cost(lt, torch.full((n_logits,), T - 1, dtype=torch.long), torch.full((n_logits,), L))
@@ -73,13 +78,16 @@ def matmul_gflops(d: int, rows: int = 256 * 32, repeats: int = 20) -> float:
 
 
 def floor_for(size: str, kind: str, ours_stem: str | None = None, gflops: float | None = None) -> dict:
-    """FLOPs and floor seconds of the full graph of fixture `size` (features from ours_<stem>.safetensors)."""
+    """FLOPs and floor seconds of the graph of fixture `size` (ours_<stem>.safetensors: its active features
+    are the sources, the features it has rows for are the rows)."""
     from safetensors.torch import load_file
 
     root = BENCH / "work" / size
     manifest = json.loads((root / "manifest.json").read_text())
     t = load_file(str(root / f"ours_{ours_stem or kind}.safetensors"))
-    flops = row_flops(manifest["config"], kind, t["features"], int(t["input_ids"].shape[0]), len(t["logit_ids"]))
+    A = t["features"].shape[0]
+    rows = t["features"][t["row_nodes"][t["row_nodes"] < A]] if "row_nodes" in t else None
+    flops = row_flops(manifest["config"], kind, t["features"], int(t["input_ids"].shape[0]), len(t["logit_ids"]), rows)
     g = gflops if gflops is not None else matmul_gflops(manifest["config"]["d_model"])
     return {"tflop": flops / 1e12, "gflops": g, "floor_s": flops / (g * 1e9)}
 

@@ -214,21 +214,24 @@ def calibrate(pre: torch.Tensor, target_per_pos: float, gen: torch.Generator, ma
 
     Thresholds are a per-layer level times a log-normal jitter, bisected so that the mean number
     of active features over positions >= 1 is `target_per_pos`; then each threshold that sits
-    within `margin` of any pre-activation is moved up just past it (repeatedly), so the prompt
-    has no near-threshold feature.
+    within `margin` of any pre-activation is moved up just past it (and past the values near that
+    one, and so on), so the prompt has no near-threshold feature.
     """
-    F = pre.shape[1]
+    T, F = pre.shape
     jitter = torch.exp(0.15 * torch.randn(F, generator=gen))
+    # A threshold within `margin` of a value moves up past the run of values spaced < 2 margin apart that
+    # holds it (the values of one feature, sorted): run_end[f, i] is the largest value of v[f, i]'s run.
+    v = pre.T.sort(dim=1).values.contiguous()  # (F, T)
+    ends = torch.cat([v[:, 1:] - v[:, :-1] > 2.0002 * margin, torch.ones(F, 1, dtype=torch.bool)], 1)
+    idx = torch.arange(T).expand(F, T)
+    next_end = torch.where(ends, idx, T).flip(1).cummin(1).values.flip(1)  # (F, T) index of i's run end
+    run_end = v.gather(1, next_end)
 
     def thresholds(level: float) -> torch.Tensor:
         th = level * jitter
-        for _ in range(pre.shape[0] + 2):
-            close = (pre - th).abs() < margin
-            if not close.any():
-                break
-            bump = torch.where(close, pre + margin * 1.0001, torch.full_like(pre, -math.inf)).amax(0)
-            th = torch.where(close.any(0), torch.maximum(th, bump), th)
-        return th
+        i = torch.searchsorted(v, (th - margin)[:, None].contiguous(), right=True).clamp(max=T - 1)  # first > th - m
+        close = (v.gather(1, i)[:, 0] - th).abs() < margin
+        return torch.where(close, run_end.gather(1, i)[:, 0] + margin * 1.0001, th)
 
     def active(level: float) -> float:
         return float((pre[1:] > thresholds(level)).sum()) / (pre.shape[0] - 1)

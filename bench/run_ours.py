@@ -118,6 +118,9 @@ def main() -> None:
     ap.add_argument(
         "--max-feature-nodes", type=int, default=None, help="feature rows to compute, by influence (default: all)"
     )
+    ap.add_argument(
+        "--memory-budget-gb", type=float, default=None, help="the engine's memory budget (default: its own)"
+    )
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument(
         "--profile",
@@ -170,6 +173,7 @@ def main() -> None:
         desired_logit_prob=0.95,
         batch_size=args.batch_size,
         max_feature_nodes=args.max_feature_nodes,
+        memory_budget_gb=args.memory_budget_gb,
     )
     warm_s = None
     if not args.no_warmup:
