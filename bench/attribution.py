@@ -90,9 +90,25 @@ def run(cmd: list, what: str, timeout: float | None = None) -> tuple[float, bool
         proc.wait()
         say(f"{what}: stopped at the {timeout:.0f} s cap")
         return time.time() - t0, True
+    if rc == -signal.SIGKILL:
+        raise RuntimeError(f"{what} was killed{oom_note(proc.pid)}")
     if rc != 0:
         raise RuntimeError(f"{what} failed with exit code {rc}")
     return time.time() - t0, False
+
+
+def oom_note(pid: int) -> str:
+    """What the kernel log says of a SIGKILLed child: the out-of-memory killer and the child's resident set."""
+    try:
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return " (SIGKILL)"
+    for line in reversed(log.splitlines()):
+        if f"Killed process {pid} " in line:
+            rss = next((w for w in line.split() if w.startswith("anon-rss:")), "")
+            kb = int("".join(c for c in rss if c.isdigit()) or 0)
+            return f" by the kernel's out-of-memory killer at {kb / 2**20:.1f} GB resident"
+    return " (SIGKILL)"
 
 
 def engine_available() -> tuple[bool, str]:
@@ -305,6 +321,8 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
         say(f"{tag}: reusing circuit-tracer's capped run ({c['timeout_s']:.0f} s)")
         row["ct_status"] = f"> {c['timeout_s']:.0f} s (stopped at the cap; process wall incl. load)"
         row["ct_timeout_s"], row["ct_loadavg_before"] = c["timeout_s"], c["loadavg_before"]
+    elif args.assemble:
+        row["ct_status"] = "not run (its result is of other fixtures)"
     else:
         ct_json.unlink(missing_ok=True)
         capped.unlink(missing_ok=True)
@@ -316,7 +334,11 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
             _, timed_out = run(cmd, f"{tag} circuit-tracer", timeout=args.ct_timeout)
         except RuntimeError as exc:
             err = root / f"ct_{st}.error.json"
-            why = json.loads(err.read_text())["error"] if err.exists() else str(exc)
+            if not err.exists():  # killed, or died before writing its reason: keep ours for --reuse
+                err.write_text(
+                    json.dumps({"error": str(exc).split(": ", 1)[-1], "fixtures_created": manifest["created"]})
+                )
+            why = json.loads(err.read_text())["error"]
             timed_out, row["ct_status"] = False, f"failed: {why}"
         if timed_out:
             row["ct_status"] = f"> {args.ct_timeout:.0f} s (stopped at the cap; process wall incl. load)"
@@ -335,13 +357,15 @@ def run_case(size: str, kind: str, mfn: int | None, args, tag: str, ours_ok: boo
         row["ours_status"] = "not run"
     elif not ours_ok:
         row["ours_status"] = "engine not available"
-    elif args.reuse and fresh(ours_json, manifest, repeats):
+    elif args.reuse and fresh(ours_json, manifest, 1 if args.assemble else repeats):  # --assemble never runs
         say(f"{tag}: reusing circuit-atlas result {ours_json.name}")
         row["ours"], row["ours_status"] = json.loads(ours_json.read_text()), "reused"
     elif args.reuse and (root / f"ours_{st}.error.json").exists():
         why = json.loads((root / f"ours_{st}.error.json").read_text())["error"]
         say(f"{tag}: reusing circuit-atlas's refusal: {why[:200]}")
         row["ours_status"] = f"refused/failed: {why}"
+    elif args.assemble:
+        row["ours_status"] = "not run (its result is of other fixtures)"
     else:
         ours_json.unlink(missing_ok=True)
         (root / f"ours_{st}.error.json").unlink(missing_ok=True)

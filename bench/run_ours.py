@@ -141,6 +141,9 @@ def main() -> None:
     import circuit_atlas
     from circuit_atlas import ReplacementModel, attribute
 
+    if args.memory_budget_gb:  # read by the engine's budget check at each attribute()
+        os.environ["CIRCUIT_ATLAS_MEMORY_BUDGET_GB"] = str(args.memory_budget_gb)
+
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", min(2, os.cpu_count() or 1))))
     log(
         f"imported circuit-atlas in {time.time() - t_import:.1f}s (torch {torch.__version__}, "
@@ -173,7 +176,6 @@ def main() -> None:
         desired_logit_prob=0.95,
         batch_size=args.batch_size,
         max_feature_nodes=args.max_feature_nodes,
-        memory_budget_gb=args.memory_budget_gb,
     )
     warm_s = None
     if not args.no_warmup:

@@ -51,8 +51,8 @@ GB = 1e9
 STORE_BYTES = 8  # per stored edge: int32 source + float32 value (graph/edge_store.py, graph/sparse.py)
 POST_BYTES_PER_EDGE = 22.0  # saving's, pruning's and scoring's temporaries per edge (bench/estimate.py)
 RANK_BYTES_PER_EDGE = 12.0  # under max_feature_nodes: the in-memory CSR copy + |normalised| values that rank
-ROW_EFFICIENCY = 0.11  # fraction of the probe's matmul throughput the row batches reach (bench/estimate.py)
-SECONDS_PER_EDGE = 5e-7  # sparsify (per computed entry) + assemble, save, prune, score (per stored edge), twice each
+ROW_EFFICIENCY = 0.3  # fraction of the probe's matmul throughput the row batches reach (bench/estimate.py)
+SECONDS_PER_EDGE = 1e-7  # sparsify (per computed entry) + assemble, save, prune, score (per stored edge), twice each
 COTANGENT_COPIES = 6  # (B, T, d) cotangent-sized tensors alive at once in a backward batch
 FEATURE_BYTES = 24  # per active feature: its (layer, position, index) int64 (plus its activation, 8 per decoder row)
 
