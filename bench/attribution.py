@@ -260,6 +260,10 @@ def ct_dense_gb(manifest: dict, kind: str, mfn: int | None) -> float:
     return rows * nodes * 4 / 2**30
 
 
+def active_of(size: str, kind: str) -> int:
+    return json.loads((WORK / size / "manifest.json").read_text())["kinds"][kind]["active_features"]
+
+
 def kinds_of(size: str) -> set[str]:
     return set(json.loads((WORK / size / "manifest.json").read_text())["kinds"])
 
@@ -510,6 +514,14 @@ def main() -> None:
     jobs = [(s, k, m) for s in sizes for k in args.kinds for m in args.max_feature_nodes]
     # the fixtures say which kinds they have (SmolLM2 and the toy world: PLT only, see bench/fixtures_real.py)
     jobs = [j for j in jobs if not (WORK / j[0] / "manifest.json").exists() or j[1] in kinds_of(j[0])]
+    same = [
+        j for j in jobs if j[2] is not None and (WORK / j[0] / "manifest.json").exists() and j[2] >= active_of(*j[:2])
+    ]
+    for size, kind, mfn in same:
+        say(
+            f"{size} {kind.upper()} max_feature_nodes={mfn}: not run, the same graph as all ({active_of(size, kind)} active)"
+        )
+    jobs = [j for j in jobs if j not in same]
     for n, (size, kind, mfn) in enumerate(jobs, 1):
         tag = f"({n}/{len(jobs)}) {size} {kind.upper()} max_feature_nodes={mfn_label(mfn)}"
         if args.assemble and not (WORK / size / "manifest.json").exists():

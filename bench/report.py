@@ -254,6 +254,13 @@ def write_results(rows: dict[str, dict], info: dict, commands: list[str], mine: 
         if disk.get("format_version") == RESULTS_VERSION:
             rows = {r["key"]: r for r in disk["rows"]} | {k: rows[k] for k in mine}
             commands = list(dict.fromkeys(disk.get("commands", []) + commands))
+    # a row budget at or above the active features computes the graph of max_feature_nodes=all again
+    same = [
+        k
+        for k, r in rows.items()
+        if r["max_feature_nodes"] is not None and r["max_feature_nodes"] >= r["active_features"]
+    ]
+    rows = {k: r for k, r in rows.items() if k not in same}
     order = sorted(
         rows.values(),
         key=lambda r: (
