@@ -140,26 +140,7 @@ def _smollm2(root: Path, n_tokens: int | None) -> dict:
         d_mlp=hf_cfg.intermediate_size,
         target_active={"plt": SMOLLM2["l0"] * L * (n_tokens - 1)},
     )
-    gen = torch.Generator().manual_seed(F.SEED)
-    tdir, cache = root / "transcoders", root / "ct_cache"
-    tdir.mkdir(parents=True, exist_ok=True)
-    made = F.make_transcoders("plt", cfg, mids, gen)
-    tc = made["tensors"]
-    F.save_ours(tdir / "plt", "plt", tc)
-    name = f"bench-{root.name}-plt"
-    ct_dir = F.save_circuit_tracer(cache, name, "plt", tc)
-    atlas_dir = F.save_atlas(root / "atlas" / "plt", "plt", tc)
-    active = sum(s["active"] for s in made["stats"])
-    F.log(f"  {root.name} PLT: {active} active features ({active / (L * (n_tokens - 1)):.1f} per layer and position)")
-    plt = {
-        "ours": str((tdir / "plt").with_suffix(".safetensors").relative_to(root)),
-        "atlas": None if atlas_dir is None else str(Path(atlas_dir).relative_to(root)),
-        "ct_cache": str(cache.relative_to(root)),
-        "ct_ref": f"local/{name}",
-        "ct_dir": str(ct_dir.relative_to(root)),
-        "active_features": active,
-        "layers": made["stats"],
-    }
+    plt = F.random_kind(root, root.name, "plt", cfg, mids, torch.Generator().manual_seed(F.SEED))
     return {"config": cfg, "prompt": tok.decode(input_ids[1:]), "input_ids": input_ids, "kinds": {"plt": plt}}
 
 

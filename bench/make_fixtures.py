@@ -355,6 +355,37 @@ def save_atlas(out: Path, kind: str, tc: dict) -> str | None:
     return None
 
 
+def random_kind(root: Path, size: str, kind: str, cfg: dict, mids: torch.Tensor, gen: torch.Generator) -> dict:
+    """Random `kind` transcoders calibrated on the prompt's `mids`, written in our layout, circuit-tracer's
+    and ours via circuit_atlas (under root); returns the manifest's entry for them."""
+    log(
+        f"{size}: {kind.upper()} transcoders, {cfg['n_features']} features/layer, target {cfg['target_active'][kind]} active"
+    )
+    made = make_transcoders(kind, cfg, mids, gen)
+    tc = made["tensors"]
+    tdir, cache = root / "transcoders", root / "ct_cache"
+    tdir.mkdir(parents=True, exist_ok=True)
+    save_ours(tdir / kind, kind, tc)
+    name = f"bench-{size}-{kind}"
+    ct_dir = save_circuit_tracer(cache, name, kind, tc)
+    atlas_dir = save_atlas(root / "atlas" / kind, kind, tc)
+    active = sum(s["active"] for s in made["stats"])
+    min_gap = min(s["min_gap_std"] for s in made["stats"])
+    log(
+        f"  {active} active features (per layer {[s['active'] for s in made['stats']]}), "
+        f"closest pre-activation {min_gap:.3f} std from its threshold"
+    )
+    return {
+        "ours": str((tdir / kind).with_suffix(".safetensors").relative_to(root)),
+        "atlas": None if atlas_dir is None else str(Path(atlas_dir).relative_to(root)),
+        "ct_cache": str(cache.relative_to(root)),
+        "ct_ref": f"local/{name}",
+        "ct_dir": str(ct_dir.relative_to(root)),
+        "active_features": active,
+        "layers": made["stats"],
+    }
+
+
 def build(size: str, force: bool = False) -> dict:
     if size not in SIZES:
         from fixtures_real import build_real  # SmolLM2 and the toy world (bench/fixtures_real.py)
@@ -391,33 +422,7 @@ def build(size: str, force: bool = False) -> dict:
     mids, logits = resid_mid(model_dir, input_ids)
     save_file({"logits": logits.contiguous(), "resid_mid": mids.contiguous()}, str(root / "reference.safetensors"))
 
-    kinds = {}
-    for kind in ("plt", "clt"):
-        log(
-            f"{size}: {kind.upper()} transcoders, {cfg['n_features']} features/layer, "
-            f"target {cfg['target_active'][kind]} active"
-        )
-        made = make_transcoders(kind, cfg, mids, gen)
-        tc = made["tensors"]
-        save_ours(tdir / kind, kind, tc)
-        name = f"bench-{size}-{kind}"
-        ct_dir = save_circuit_tracer(cache, name, kind, tc)
-        atlas_dir = save_atlas(root / "atlas" / kind, kind, tc)
-        active = sum(s["active"] for s in made["stats"])
-        min_gap = min(s["min_gap_std"] for s in made["stats"])
-        log(
-            f"  {active} active features (per layer {[s['active'] for s in made['stats']]}), "
-            f"closest pre-activation {min_gap:.3f} std from its threshold"
-        )
-        kinds[kind] = {
-            "ours": str((tdir / kind).with_suffix(".safetensors").relative_to(root)),
-            "atlas": None if atlas_dir is None else str(Path(atlas_dir).relative_to(root)),
-            "ct_cache": str(cache.relative_to(root)),
-            "ct_ref": f"local/{name}",
-            "ct_dir": str(ct_dir.relative_to(root)),
-            "active_features": active,
-            "layers": made["stats"],
-        }
+    kinds = {kind: random_kind(root, size, kind, cfg, mids, gen) for kind in ("plt", "clt")}
 
     manifest = {
         "size": size,
