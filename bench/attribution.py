@@ -7,7 +7,7 @@ prompt and settings, side by side in one run.
                                 [--max-feature-nodes all 2048] [--ct-timeout S]
 
 For every size x kind x max_feature_nodes case it
-  1. makes the fixtures if missing (bench/make_fixtures.py: a random local Llama - or SmolLM2-135M -, its
+  1. makes the fixtures if missing (bench/make_fixtures.py: a random local Llama, its
      tokenizer, PLT + CLT in our format and in circuit-tracer's cache layout);
   2. runs circuit-tracer in its own venv (bench/.venv-ct, made by bench/setup_circuit_tracer.sh if missing)
      as a separate process (bench/run_circuit_tracer.py), under a wall-clock cap (--ct-timeout: a run cut
@@ -495,7 +495,8 @@ def main() -> None:
         subprocess.run(["bash", str(BENCH / "setup_circuit_tracer.sh")], check=True, env=child_env())
     for size in [] if args.assemble else sizes:
         if not (WORK / size / "manifest.json").exists():
-            run([sys.executable, BENCH / "make_fixtures.py", "--sizes", size], f"fixtures {size}")
+            script = "fixtures_real.py" if size.startswith(("smollm2", "toyworld")) else "make_fixtures.py"
+            run([sys.executable, BENCH / script, "--sizes", size], f"fixtures {size}")
 
     ours_ok, why = engine_available()
     if not ours_ok:

@@ -1,4 +1,6 @@
-"""Benchmark fixtures on real models: SmolLM2-135M and the shipped toy world (bench/make_fixtures.py calls these).
+"""Benchmark fixtures on real models: SmolLM2-135M and the shipped toy world.
+
+    python bench/fixtures_real.py [--sizes smollm2 smollm2-t16 ... toyworld-t1024] [--force]
 
     smollm2            SmolLM2-135M-Instruct, a 64-token English prompt, a random PLT (8,192 features per
                        layer) calibrated to L0 ~ 50 per layer and position
@@ -201,3 +203,20 @@ def _toyworld(root: Path, n_tokens: int) -> dict:
         "trained": True,  # the zoo's transcoders as trained: no calibration
     }
     return {"config": cfg, "prompt": tok.decode(input_ids[1:]), "input_ids": input_ids, "kinds": {"plt": plt}}
+
+
+def main() -> None:
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["smollm2"], choices=real_sizes())
+    ap.add_argument("--force", action="store_true", help="rebuild even if the manifest exists")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    for size in args.sizes:
+        build_real(size, force=args.force)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,8 @@
 """Write the benchmark fixtures: a local random Llama, its tokenizer, and PLT + CLT transcoders.
 
-    python bench/make_fixtures.py [--sizes small big big-t16 ... smollm2 smollm2-t256 toyworld-t64 ...] [--force]
+    python bench/make_fixtures.py [--sizes small big big-t16 big-t256 big-t1024] [--force]
+
+(SmolLM2 and the toy world: bench/fixtures_real.py, the same layout.)
 
 Everything goes under bench/work/<size>/ (gitignored):
 
@@ -387,10 +389,6 @@ def random_kind(root: Path, size: str, kind: str, cfg: dict, mids: torch.Tensor,
 
 
 def build(size: str, force: bool = False) -> dict:
-    if size not in SIZES:
-        from fixtures_real import build_real  # SmolLM2 and the toy world (bench/fixtures_real.py)
-
-        return build_real(size, force)
     cfg = SIZES[size]
     root = WORK / size
     manifest_path = root / "manifest.json"
@@ -445,15 +443,9 @@ def build(size: str, force: bool = False) -> dict:
     return manifest
 
 
-def real_sizes() -> list[str]:
-    from fixtures_real import real_sizes
-
-    return real_sizes()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["small", "big"], choices=[*SIZES, *real_sizes()])
+    ap.add_argument("--sizes", nargs="+", default=["small", "big"], choices=list(SIZES))
     ap.add_argument("--force", action="store_true", help="rebuild even if the manifest exists")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

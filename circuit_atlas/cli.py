@@ -318,7 +318,7 @@ def parse_intervention(spec: str, kind: str):
 def _top(model, logits, k: int) -> list[str]:
     import torch
 
-    from .summary import display_token
+    from .display import display_token
 
     probs = torch.softmax(logits.double(), -1)
     top = probs.topk(k)

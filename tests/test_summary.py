@@ -3,7 +3,8 @@
 from functools import cache
 
 from circuit_atlas import ReplacementModel, attribute
-from circuit_atlas.summary import display_token, show_text, summarize
+from circuit_atlas.display import display_token, show_text
+from circuit_atlas.summary import summarize
 
 
 @cache

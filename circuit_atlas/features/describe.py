@@ -29,7 +29,7 @@ def promoted_tokens(model, layer: int, feature: int, k: int = 5) -> list[str]:
 
 def describe_node(model, graph: Graph, index: int, k: int = 4) -> str:
     """A short automatic description of node `index` of `graph`."""
-    from ..summary import display_token, show_text
+    from ..display import display_token, show_text
 
     kind, layer = int(graph.kind[index]), int(graph.layer[index])
     position, feature = int(graph.position[index]), int(graph.feature[index])
