@@ -28,7 +28,7 @@ Spans you give (a source run and a target run, e.g. the two prompts' city names)
 their ends whatever tokens they hold, and no token inside them is matched to another: without them,
 a city that shares a token with the other city ("Dal Las" / "Tor Las Ver", or the pieces " D" "all"
 "as" / " Kans" "as") has that token matched and its other tokens pushed off the span or dropped.
-`matching_span` finds the other prompt's run for a span when both prompts share the frame around it.
+`matching_span` finds the other prompt's run for a span from the tokens around it.
 """
 
 from __future__ import annotations
@@ -188,20 +188,24 @@ def _fill_gap(mapping: dict[int, int], src: range, tgt: range) -> None:
 
 
 def matching_span(source: Sequence, target: Sequence, span: Sequence[int]) -> list[int] | None:
-    """The positions of `target` that hold what positions `span` hold in `source`, when both prompts
-    have the same tokens before and after it (one frame, another filler: "... containing Dallas is"
-    and "... containing Oakland is"); None when they do not, or nothing is left for the filler."""
+    """The positions of `target` that hold what positions `span` hold in `source`: the run of
+    `target` between the last occurrence of the token before `span` and the same tokens that follow
+    `span` ("... containing Dallas is" / "... country containing Oak Land is": the city names).
+    None when `target` does not end with those tokens, lacks the token before, or leaves no room."""
     span = sorted(span)
     if not span:
         return None
-    before, after = span[0], len(source) - 1 - span[-1]
-    if before + after >= len(target):
+    after = len(source) - 1 - span[-1]
+    stop = len(target) - after  # the run ends before the shared tail
+    if stop <= 0 or list(source[len(source) - after :]) != list(target[stop:]):
         return None
-    if list(source[:before]) != list(target[:before]) or list(source[len(source) - after :]) != list(
-        target[len(target) - after :]
-    ):
-        return None
-    return list(range(before, len(target) - after))
+    start = 0
+    if span[0] > 0:
+        before = [j for j in range(stop) if target[j] == source[span[0] - 1]]
+        if not before:
+            return None
+        start = before[-1] + 1
+    return list(range(start, stop)) if start < stop else None
 
 
 def _span_anchors(spans, S: int, T: int) -> tuple[list[tuple[int, int]], dict[int, int]]:

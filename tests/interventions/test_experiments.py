@@ -117,11 +117,14 @@ def test_align_spans_right_aligns_cities_that_share_a_token():
     assert (back[7], back[8]) == (8, 9) and 7 not in back.values()  # the target's extra " Tor" gets nothing
 
 
-def test_matching_span_needs_the_same_frame():
-    assert matching_span(DALLAS, SHANGHAI, [7, 8, 9]) is None  # " state" / " country" differ before the city
+def test_matching_span_reads_the_tokens_around_the_span():
+    assert matching_span(DALLAS, SHANGHAI, [7, 8, 9]) == [7, 8, 9, 10]  # " state" / " country" may differ
     oakland = DALLAS[:7] + [" O", "ak", "land", " is"]
     assert matching_span(DALLAS, oakland, [7, 8, 9]) == [7, 8, 9]
     assert matching_span(DALLAS, DALLAS[:7] + [" is"], [7, 8, 9]) is None  # no room for a filler
+    assert matching_span(DALLAS, oakland[:-1] + [" was"], [7, 8, 9]) is None  # another tail
+    assert matching_span(DALLAS, ["<bos>", " O", "ak", " is"], [7, 8, 9]) is None  # no " containing"
+    assert matching_span(DALLAS, DALLAS, [1, 2]) == [1, 2]  # the same prompt: the same span
     with pytest.raises(ValueError, match="cross"):
         align_positions(DALLAS, oakland, anchors=[(9, 7)], spans=[([7, 8, 9], [7, 8, 9])])
 
