@@ -24,6 +24,11 @@ last token of a multi-token word lands on the last token of the word it replaces
 Shanghai on "as" of Dallas), and the extra leading tokens of a longer source run are squeezed onto
 the first position of the target run. Use anchors to align roles that share no tokens, e.g. the
 operand of "小的反义词是" (position 1) with that of "The opposite of small is" (position 4).
+Spans you give (a source run and a target run, e.g. the two prompts' city names) are aligned from
+their ends whatever tokens they hold, and no token inside them is matched to another: without them,
+a city that shares a token with the other city ("Dal Las" / "Tor Las Ver", or the pieces " D" "all"
+"as" / " Kans" "as") has that token matched and its other tokens pushed off the span or dropped.
+`matching_span` finds the other prompt's run for a span from the tokens around it.
 """
 
 from __future__ import annotations
@@ -182,17 +187,55 @@ def _fill_gap(mapping: dict[int, int], src: range, tgt: range) -> None:
         mapping[s] = tgt[max(len(tgt) - 1 - k, 0)]
 
 
-def align_positions(source: Sequence[str], target: Sequence[str],
-                    anchors: Iterable[tuple[int, int]] = ()) -> dict[int, int]:  # fmt: skip
+def matching_span(source: Sequence, target: Sequence, span: Sequence[int]) -> list[int] | None:
+    """The positions of `target` that hold what positions `span` hold in `source`: the run of
+    `target` between the last occurrence of the token before `span` and the same tokens that follow
+    `span` ("... containing Dallas is" / "... country containing Oak Land is": the city names).
+    None when `target` does not end with those tokens, lacks the token before, or leaves no room."""
+    span = sorted(span)
+    if not span:
+        return None
+    after = len(source) - 1 - span[-1]
+    stop = len(target) - after  # the run ends before the shared tail
+    if stop <= 0 or list(source[len(source) - after :]) != list(target[stop:]):
+        return None
+    start = 0
+    if span[0] > 0:
+        before = [j for j in range(stop) if target[j] == source[span[0] - 1]]
+        if not before:
+            return None
+        start = before[-1] + 1
+    return list(range(start, stop)) if start < stop else None
+
+
+def _span_anchors(spans, S: int, T: int) -> tuple[list[tuple[int, int]], dict[int, int]]:
+    """Right-aligned anchor pairs for each (source run, target run), and the extra leading source
+    positions of a longer source run, squeezed onto the target run's first position."""
+    pairs, squeezed = [], {}
+    for src, tgt in spans:
+        src, tgt = sorted(_absolute(p, S) for p in src), sorted(_absolute(p, T) for p in tgt)
+        if not src or not tgt:
+            raise ValueError(f"a span pair needs positions on both sides, got {src} and {tgt}")
+        k = min(len(src), len(tgt))
+        pairs += list(zip(src[len(src) - k :], tgt[len(tgt) - k :]))
+        squeezed.update(dict.fromkeys(src[: len(src) - k], tgt[0]))
+    return pairs, squeezed
+
+
+def align_positions(source: Sequence[str], target: Sequence[str], anchors: Iterable[tuple[int, int]] = (),
+                    spans: Iterable[tuple[Sequence[int], Sequence[int]]] = ()) -> dict[int, int]:  # fmt: skip
     """Map source positions to target positions (see the module docstring for the rule).
 
     source, target: the two prompts' tokens, BOS included: ids (model.tokenize(p).tolist()) or strings
         (graph.tokens); ids are safer, since undecodable byte pieces all print as the same string.
     anchors: (source position, target position) pairs that must align; negative counts from the end.
+    spans: (source positions, target positions) pairs of runs aligned from their ends (the city
+        names of two prompts); they become anchors, so they must not cross each other or `anchors`.
     Returns {source position: target position}; source positions with nowhere to go are left out.
     """
     S, T = len(source), len(target)
-    pairs = sorted({(_absolute(s, S), _absolute(t, T)) for s, t in anchors})
+    span_pairs, squeezed = _span_anchors(spans, S, T)
+    pairs = sorted({(_absolute(s, S), _absolute(t, T)) for s, t in [*anchors, *span_pairs]})
     for (s0, t0), (s1, t1) in pairwise(pairs):
         if not (s0 < s1 and t0 < t1):
             raise ValueError(f"anchors {pairs} cross or repeat; they must increase in both prompts")
@@ -208,6 +251,7 @@ def align_positions(source: Sequence[str], target: Sequence[str],
             for i in range(n):
                 mapping[s0 + 1 + a + i] = t0 + 1 + b + i
             ps, pt = a + n, b + n
+    mapping.update(squeezed)
     return mapping
 
 

@@ -18,7 +18,8 @@ The rules (all from discovery.py; a feature set is {Feature: clean activation}):
 
     region specific    features of the prompt's pruned graph from the city's first token to the end that
                        are absent, or below half as active, on `reference` (the same frame, a city of
-                       another region), aligned onto the prompt's positions
+                       another region), aligned onto the prompt's positions (the two city names
+                       right-aligned: filler_spans)
     say <answer>       the specific features whose decoder ranks the answer in its top 10
     region             the other specific features
     say a capital      last-token features of the pruned graph, not region-specific, whose decoder's
@@ -70,13 +71,29 @@ def _attribute(model, prompt: str) -> Graph:
 
 
 # --- positions ------------------------------------------------------------------------------------
-def onto(model, source: str, features: FeatureSet, target: str, anchors: Iterable[tuple[int, int]] = ()) -> FeatureSet:
+def onto(model, source: str, features: FeatureSet, target: str, anchors: Iterable[tuple[int, int]] = (),
+         spans: Iterable[tuple[Sequence[int], Sequence[int]]] = ()) -> FeatureSet:  # fmt: skip
     """`features` of prompt `source` moved onto prompt `target`'s positions (discovery.align_positions:
-    identical tokens matched, unmatched runs right-aligned; `anchors` fix roles that share no token)."""
+    identical tokens matched, unmatched runs right-aligned; `anchors` fix roles that share no token,
+    `spans` are runs aligned from their ends, e.g. filler_spans' city names)."""
     if source == target:
         return dict(features)
-    mapping = d.align_positions(model.tokenize(source).tolist(), model.tokenize(target).tolist(), anchors)
+    mapping = d.align_positions(model.tokenize(source).tolist(), model.tokenize(target).tolist(), anchors, spans)
     return d.move(features, mapping)
+
+
+def filler_spans(model, prompt: str, text: str, other: str) -> list[tuple[list[int], list[int]]]:
+    """[(the tokens of `text` in `prompt`, the tokens of `other` in their place)] when `other` is
+    `prompt`'s frame with another filler ("... containing Dallas is" / "... containing Oak Land is"),
+    else []: the spans to right-align, so that a city sharing a token with the other city does not
+    have that token matched and the rest of the name pushed off (discovery's module docstring)."""
+    span = d.token_span(model, prompt, text)
+    there = d.matching_span(model.tokenize(prompt).tolist(), model.tokenize(other).tolist(), span)
+    return [] if there is None else [(span, there)]
+
+
+def _reversed(spans):
+    return [(b, a) for a, b in spans]
 
 
 def _distinct(prompt: str, other: str, role: str) -> None:
@@ -113,7 +130,8 @@ def region_supernodes(model, prompt: str, city: str, answer: str, reference: str
     span = range(d.token_span(model, prompt, city)[0], len(graph.tokens))
     ref = reference_features if reference_features is not None else d.active_features(model, reference)
     pruned = d.graph_features(graph.prune()) if pruned is None else pruned
-    specific = d.contrast(d.select(pruned, positions=span), onto(model, reference, ref, prompt))
+    cities = _reversed(filler_spans(model, prompt, city, reference))  # the reference's city onto this one
+    specific = d.contrast(d.select(pruned, positions=span), onto(model, reference, ref, prompt, spans=cities))
     require(specific, f"the {city}-specific set of {prompt!r}", f"the reference {reference!r} shares all its features; "
             "use a city of another region")  # fmt: skip
     say = d.promoting(model, specific, [answer])
@@ -128,7 +146,10 @@ def region_replacement(model, prompt: str, city: str, answer: str, onto_prompt: 
     `prompt`'s graph and its pruned features; `onto_features`: `onto_prompt`'s active features, when
     already computed."""
     found = region_supernodes(model, prompt, city, answer, onto_prompt, graph, onto_features, pruned)
-    moved = {k: onto(model, prompt, getattr(found, k), onto_prompt) for k in ("specific", "say", "region")}
+    cities = filler_spans(model, prompt, city, onto_prompt)
+    moved = {
+        k: onto(model, prompt, getattr(found, k), onto_prompt, spans=cities) for k in ("specific", "say", "region")
+    }
     return RegionSupernodes(found.graph, **moved)
 
 

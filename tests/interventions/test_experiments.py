@@ -28,6 +28,7 @@ from circuit_atlas.interventions.discovery import (
     graph_features,
     inject,
     link_weight,
+    matching_span,
     move,
     promoting,
     select,
@@ -94,6 +95,38 @@ def test_align_anchors_roles_and_drops_where_nothing_is_left():
         align_positions(zh, en, anchors=[(1, 4), (3, 2)])
     with pytest.raises(ValueError, match="outside"):
         align_positions(zh, en, anchors=[(9, 1)])
+
+
+def test_align_spans_right_aligns_cities_that_share_a_token():
+    """The syllable world's cities share syllables: "Tor Las Ver" onto "Dal Las". Matching the shared
+    " Las" (the old rule) drops " Ver", the donor's last city token, where the region state sits;
+    with the two city spans given, the names are aligned from their ends."""
+    dal_las = DALLAS[:7] + [" Dal", " Las", " is"]
+    tor_las_ver = DALLAS[:7] + [" Tor", " Las", " Ver", " is"]
+    old = align_positions(tor_las_ver, dal_las)
+    assert old[8] == 8 and 9 not in old  # " Las" matched, " Ver" dropped
+    span = matching_span(tor_las_ver, dal_las, [7, 8, 9])
+    assert span == [7, 8]
+    m = align_positions(tor_las_ver, dal_las, spans=[([7, 8, 9], span)])
+    assert (m[9], m[8], m[7]) == (8, 7, 7)  # last on last; the extra leading " Tor" squeezed onto " Dal"
+    assert all(m[i] == i for i in range(7)) and m[10] == 9  # the frame still matched token by token
+    las_dal = DALLAS[:7] + [" Las", " Dal", " is"]  # same bag, other order: every token shared, none in place
+    assert align_positions(las_dal, dal_las, spans=[([7, 8], [7, 8])]) == {i: i for i in range(10)}
+    assert align_positions(las_dal, dal_las).get(8) != 8  # the old rule matches " Las" and drops " Dal"
+    back = align_positions(dal_las, tor_las_ver, spans=[([7, 8], [7, 8, 9])])
+    assert (back[7], back[8]) == (8, 9) and 7 not in back.values()  # the target's extra " Tor" gets nothing
+
+
+def test_matching_span_reads_the_tokens_around_the_span():
+    assert matching_span(DALLAS, SHANGHAI, [7, 8, 9]) == [7, 8, 9, 10]  # " state" / " country" may differ
+    oakland = DALLAS[:7] + [" O", "ak", "land", " is"]
+    assert matching_span(DALLAS, oakland, [7, 8, 9]) == [7, 8, 9]
+    assert matching_span(DALLAS, DALLAS[:7] + [" is"], [7, 8, 9]) is None  # no room for a filler
+    assert matching_span(DALLAS, oakland[:-1] + [" was"], [7, 8, 9]) is None  # another tail
+    assert matching_span(DALLAS, ["<bos>", " O", "ak", " is"], [7, 8, 9]) is None  # no " containing"
+    assert matching_span(DALLAS, DALLAS, [1, 2]) == [1, 2]  # the same prompt: the same span
+    with pytest.raises(ValueError, match="cross"):
+        align_positions(DALLAS, oakland, anchors=[(9, 7)], spans=[([7, 8, 9], [7, 8, 9])])
 
 
 def test_move_drops_unmapped_and_keeps_the_larger_of_a_collision():

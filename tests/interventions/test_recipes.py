@@ -89,7 +89,9 @@ def test_region_recipe_equals_the_rule_composed_by_hand():
     graph = attribute(model, DALLAS, progress=False)
     ids = model.tokenize(DALLAS).tolist()
     span = range(token_span(model, DALLAS, "Dallas")[0], len(ids))
-    ref = move(active_features(model, OAKLAND), align_positions(model.tokenize(OAKLAND).tolist(), ids))
+    cities = [(token_span(model, OAKLAND, "Oakland"), token_span(model, DALLAS, "Dallas"))]  # right-aligned
+    assert rc.filler_spans(model, OAKLAND, "Oakland", DALLAS) == cities
+    ref = move(active_features(model, OAKLAND), align_positions(model.tokenize(OAKLAND).tolist(), ids, spans=cities))
     specific = contrast(select(graph_features(graph.prune()), positions=span), ref)
     say = promoting(model, specific, [" Austin"])
     found = rc.region_supernodes(model, DALLAS, "Dallas", " Austin", reference=OAKLAND, graph=graph)
