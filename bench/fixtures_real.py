@@ -206,16 +206,7 @@ def _toyworld(root: Path, n_tokens: int) -> dict:
 
 
 def main() -> None:
-    import argparse
-    import os
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["smollm2"], choices=real_sizes())
-    ap.add_argument("--force", action="store_true", help="rebuild even if the manifest exists")
-    args = ap.parse_args()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    for size in args.sizes:
-        build_real(size, force=args.force)
+    F.fixtures_cli(__doc__, real_sizes(), ["smollm2"], build_real)
 
 
 if __name__ == "__main__":

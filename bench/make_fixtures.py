@@ -443,14 +443,19 @@ def build(size: str, force: bool = False) -> dict:
     return manifest
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["small", "big"], choices=list(SIZES))
+def fixtures_cli(doc: str, sizes: list[str], default: list[str], build_size) -> None:
+    """The command line of a fixtures script: --sizes (of `sizes`) and --force, then build_size(size, force)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=default, choices=sizes)
     ap.add_argument("--force", action="store_true", help="rebuild even if the manifest exists")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     for size in args.sizes:
-        build(size, force=args.force)
+        build_size(size, force=args.force)
+
+
+def main() -> None:
+    fixtures_cli(__doc__, list(SIZES), ["small", "big"], build)
 
 
 if __name__ == "__main__":
