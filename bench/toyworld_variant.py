@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", nargs="*", default=[])
     ap.add_argument("--model", nargs="*", default=[])
     ap.add_argument("--transcoder", nargs="*", default=[])
+    ap.add_argument("--transcoder-corpus", nargs="*", default=[],
+                    help="CorpusConfig overrides for the transcoders' training text only (the model keeps --corpus)")  # fmt: skip
+    ap.add_argument("--skip-transcoders", action="store_true", help="reuse OUT/clt (and OUT/plt): probe only")
     ap.add_argument("--drop-city-template", type=int, nargs="*", default=[],
                     help="leave these CITY_TEMPLATES (by index) out of the corpus")  # fmt: skip
     ap.add_argument("--plt", action="store_true")
@@ -76,6 +79,7 @@ def main(argv=None) -> int:
         "corpus": _pairs(a.corpus),
         "model": _pairs(a.model),
         "transcoder": _pairs(a.transcoder),
+        "transcoder_corpus": _pairs(a.transcoder_corpus),
     }
     t0 = time.time()
     if not a.skip_model:
@@ -83,10 +87,13 @@ def main(argv=None) -> int:
         record["accuracy"] = metrics["accuracy"]
         record["model_seconds"] = metrics["train"]["seconds"]
         print(json.dumps(metrics["accuracy"]), flush=True)
-    write_corpus(out / "corpus.txt", seed=0, n_sentences=TRAIN_SENTENCES, config=ccfg)
+    # The transcoders may read another mix of the same world (e.g. more city sentences); the held-out text
+    # they are scored on stays the model's own mix.
+    tcfg = dataclasses.replace(ccfg, **_pairs(a.transcoder_corpus))
+    write_corpus(out / "corpus.txt", seed=0, n_sentences=TRAIN_SENTENCES, config=tcfg)
     write_corpus(out / "heldout.txt", seed=1, n_sentences=EVAL_SENTENCES, config=ccfg)
     kinds = ("clt", "plt") if a.plt else ("clt",)
-    for kind in kinds:
+    for kind in kinds if not a.skip_transcoders else ():
         t1 = time.time()
         result = train_transcoders(out / "model", out / "corpus.txt", out / kind, TrainConfig(kind=kind, seed=0, **recipe),
                                    eval_data=out / "heldout.txt", force=True)  # fmt: skip

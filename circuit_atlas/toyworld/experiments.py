@@ -15,8 +15,9 @@ two-hop, every city (held-out ones marked) and, for swaps, every other region as
     swap_region_only                region features x-2, the target's region features +2x -> target capital top-1
 
 multilingual, every word of every opposite pair in every language (English, French, Chinese):
-    language_off_x0 / _x-2          the prompt's language supernode x0 / x-2 -> the competing language's
-                                    opposite top-1 (French and Chinese: English; English: French)
+    language_off_x0 / _x-1 / _x-2   the prompt's language supernode x0 / x-1 (the issue's "off") / x-2 ->
+                                    the competing language's opposite top-1 (French and Chinese: English;
+                                    English: French)
     to_<lang>_paper / _patch        the language swapped for another (x-2/+2x, or x0/1x) -> that language's opposite
     operand_paper / _patch          the word swapped for its opposite -> the word itself
 
@@ -318,7 +319,7 @@ def _one_word(runner: Runner, lang: str, pair, j: int) -> None:
                                                   prompt, anchor_map, acts)  # fmt: skip
         return cache["lang"]
 
-    for factor in (0.0, rc.SUPPRESS):
+    for factor in (0.0, -1.0, rc.SUPPRESS):
         runner.trial(f"multilingual.language_off_x{factor:g}", item, prompt, comp_answer,
                      lambda f=factor: rc.ablate(language(), f, "language"))  # fmt: skip
 

@@ -33,6 +33,16 @@ from ..transcoders.transcoder import Transcoders
 from .config import TrainConfig
 from .sparse import batchtopk, jumprelu, penalized_jumprelu, topk
 
+SPARSE_DENSITY = 0.125  # decode sparsely when at most this share of the activations is non-zero
+
+
+def _sparse_matmul(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """a @ w for a mostly-zero a (N, F) and w (F, D): each row is the sum of its active features' decoder
+    rows, weighted by their activations (an embedding bag); gradients reach a's non-zeros and w."""
+    tok, feat = a.detach().nonzero(as_tuple=True)  # row-major: tokens ascending
+    offsets = torch.searchsorted(tok, torch.arange(a.shape[0], device=a.device))
+    return nn.functional.embedding_bag(feat, w, offsets, mode="sum", per_sample_weights=a[tok, feat])
+
 
 class StepStats(NamedTuple):  # a tuple, so DistributedDataParallel can walk it
     loss: torch.Tensor  # scalar, differentiable
@@ -90,12 +100,16 @@ class TrainableTranscoders(nn.Module):
     def decode(self, a: torch.Tensor, x_n: torch.Tensor) -> torch.Tensor:
         """Normalised reconstructions (L, N, d) from activations (L, N, F)."""
         L, N, _ = a.shape
+        # With k of F features on per token, a @ W_dec costs F / k times what the active features need; a
+        # CLT's decoders (to every later layer) are most of a step, so sparse activations decode sparsely.
+        mm = _sparse_matmul if a.count_nonzero() <= SPARSE_DENSITY * a.numel() else torch.matmul
+        layers = a.unbind(0)  # one backward for all layers (indexing a[l] would zero-fill (L, N, F) per layer)
         if self.cfg.kind == "plt":
-            y = torch.baddbmm(self.b_dec[:, None, :], a, self.W_dec)
+            y = torch.stack([self.b_dec[l] + mm(layers[l], self.W_dec[l]) for l in range(L)])
         else:
             terms: list[list[torch.Tensor]] = [[self.b_dec[t][None, :]] for t in range(L)]
             for l in range(L):
-                out = (a[l] @ self.W_dec[l].flatten(1)).view(N, L - l, self.d_model)  # to layers l..L-1
+                out = mm(layers[l], self.W_dec[l].flatten(1)).view(N, L - l, self.d_model)  # to layers l..L-1
                 for j in range(L - l):
                     terms[l + j].append(out[:, j])
             y = torch.stack([sum(ts[1:], ts[0]) for ts in terms])

@@ -21,6 +21,7 @@ BatchTopK alone differs: it selects over each process's share, not the global ba
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -268,6 +269,7 @@ def train_transcoders(
     if device.type == "cuda" and local_rank is not None:
         device = torch.device("cuda", int(local_rank))
     rank, world, created = _setup_distributed(device)
+    run = None
     try:
         run = _setup(model, data, eval_data, config, device, rank, world, ckpt_path)
         _start(run, resume and has_ckpt)
@@ -278,6 +280,10 @@ def train_transcoders(
         return TrainResult(out, metrics, run.step, time.perf_counter() - start)
     finally:
         if created:
+            # Free the DDP wrapper (its reducer holds gloo work) while the group is alive: a reducer torn
+            # down after destroy_process_group can abort the process at exit (SIGABRT, "terminate called").
+            del run
+            gc.collect()
             dist.barrier()
             dist.destroy_process_group()
 

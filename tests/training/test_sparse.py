@@ -78,3 +78,35 @@ def test_fused_penalties_equal_their_autograd_twin(learn_theta):
             assert got is None
             continue
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["plt", "clt"])
+def test_sparse_decode_equals_the_dense_matmul(kind, monkeypatch):
+    """The embedding-bag decode of sparse activations gives a @ W_dec's values and gradients (float64),
+    including tokens with no active feature (an empty bag)."""
+    from circuit_atlas.training import coder as coder_module
+
+    torch.manual_seed(0)
+    L, N, d, F = 3, 50, 6, 40
+    cfg = TrainConfig(kind=kind, activation="batchtopk", width=F, skip=True, k=3)
+    coder = TrainableTranscoders(cfg, L, d).double()
+    x = torch.randn(L, N, d, dtype=torch.float64)
+    coder.initialize(x, torch.randn(L, N, d, dtype=torch.float64), seed=0)
+    pre = coder.encode(x)
+    pre[:, :5] = -1.0  # five tokens with nothing active
+    results = []
+    for density in (1.0, 0.0):  # 1.0: every decode sparse; 0.0: never
+        monkeypatch.setattr(coder_module, "SPARSE_DENSITY", density)
+        coder.zero_grad()
+        p = pre.detach().clone().requires_grad_(True)
+        a = coder.activate(p)
+        assert 0 < a.count_nonzero() < 0.2 * a.numel()
+        y = coder.decode(a, x)
+        (y * torch.linspace(-1, 1, d, dtype=torch.float64)).sin().sum().backward()
+        grads = [p.grad] + [q.grad.clone() for q in coder.parameters() if q.grad is not None]
+        results.append((y.detach(), grads))
+    (y_sparse, g_sparse), (y_dense, g_dense) = results
+    torch.testing.assert_close(y_sparse, y_dense, rtol=1e-12, atol=1e-12)
+    assert len(g_sparse) == len(g_dense) > 2
+    for got, want in zip(g_sparse, g_dense):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
